@@ -1,0 +1,130 @@
+"""The codec configuration (frozen, validated, hashable)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from . import generators as gens
+from .tiling import WINDOWS, TileGridCfg, _resolve_window
+
+__all__ = ["CodecConfig", "SEARCH_MODES"]
+
+SEARCH_MODES = ("exhaustive", "coarse_to_fine")
+
+
+def _finite(name, v, lo=None, hi=None, lo_open=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {v}")
+    return v
+
+
+def _int(name, v, lo, hi=None):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer {rng}, got {v!r}")
+    return int(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecConfig:
+    """Everything that shapes an encoding. Frozen and hashable.
+
+    The rate-distortion cost of a tile candidate is ``J = D + lambda_rd * R / T**2`` with
+    ``D = alpha_mix * (1 - SSIM) + (1 - alpha_mix) * MSE`` (pixels in [0, 1], every pixel
+    weighted by ``1 + gamma_seam * seam_penalty_mask``) and ``R`` the candidate's bits, so
+    ``lambda_rd`` is the distortion one bit per pixel is worth.
+
+    Attributes:
+      tile: tile size ``T`` in pixels (>= 8).
+      overlap: tile overlap in pixels, ``0 <= overlap < tile``.
+      lambda_rd: rate weight (>= 0). Larger -> fewer bits.
+      alpha_mix: SSIM share of the distortion, in [0, 1].
+      seed: base seed of the noise generators (uint32); per-atom seeds derive from it.
+      gamma_seam: seam penalty weight (>= 0).
+      seam_power: exponent of the seam penalty ramp (> 0).
+      window: blend window, ``"hann"``, ``"tukey"`` or ``"kaiser"``.
+      window_params: ``{"alpha": a}`` (tukey) or ``{"beta": b}`` (kaiser); stored as a tuple.
+      search: ``"exhaustive"`` (score every atom) or ``"coarse_to_fine"`` (score the even
+        grid points, then the grid neighbours of the best ``beam``).
+      beam: beam width K of the coarse-to-fine search.
+      shortlist: candidates per tile re-ranked with the full cost (SSIM, exact bits).
+      gain_step: quantisation step of an atom's amplitude, in pixel RMS units.
+      dc_step: quantisation step of the tile offset (DC), in pixel units.
+      max_coef: largest quantised |amplitude| index.
+      early_exit: a tile whose DC-only distortion is at most this skips the atom search.
+      generators: names of the generators the search may use (``None``: all). Decoding
+        never depends on it.
+    """
+
+    tile: int = 32
+    overlap: int = 8
+    lambda_rd: float = 0.5
+    alpha_mix: float = 0.7
+    seed: int = 1234
+    gamma_seam: float = 0.25
+    seam_power: float = 1.5
+    window: str = "hann"
+    window_params: Any = ()
+    search: str = "exhaustive"
+    beam: int = 4
+    shortlist: int = 4
+    gain_step: float = 1.0 / 32.0
+    dc_step: float = 1.0 / 128.0
+    max_coef: int = 1023
+    early_exit: float = 1e-5
+    generators: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        _int("tile", self.tile, 8, 4096)
+        _int("overlap", self.overlap, 0)
+        if self.overlap >= self.tile:
+            raise ValueError(f"overlap must be smaller than tile, got overlap={self.overlap} tile={self.tile}")
+        _finite("lambda_rd", self.lambda_rd, lo=0.0)
+        _finite("alpha_mix", self.alpha_mix, lo=0.0, hi=1.0)
+        _int("seed", self.seed, 0, 2**32 - 1)
+        _finite("gamma_seam", self.gamma_seam, lo=0.0)
+        _finite("seam_power", self.seam_power, lo=0.0, lo_open=True)
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
+        wp = self.window_params
+        wp = tuple(sorted(dict(wp).items())) if wp else ()
+        _resolve_window(self.window, dict(wp), self.tile, self.overlap)
+        object.__setattr__(self, "window_params", wp)
+        if self.search not in SEARCH_MODES:
+            raise ValueError(f"search must be one of {SEARCH_MODES}, got {self.search!r}")
+        _int("beam", self.beam, 1)
+        _int("shortlist", self.shortlist, 1)
+        _finite("gain_step", self.gain_step, lo=0.0, lo_open=True)
+        _finite("dc_step", self.dc_step, lo=0.0, lo_open=True, hi=1.0)
+        _int("max_coef", self.max_coef, 1, 2**15 - 1)
+        _finite("early_exit", self.early_exit, lo=0.0)
+        if self.generators is not None:
+            if isinstance(self.generators, str):
+                raise ValueError("generators must be a sequence of names, not a single string")
+            names = tuple(gens.get_generator(g).name for g in self.generators)
+            if not names:
+                raise ValueError("generators must name at least one generator (or be None for all)")
+            object.__setattr__(self, "generators", names)
+
+    @property
+    def grid(self) -> TileGridCfg:
+        return TileGridCfg(self.tile, self.overlap)
+
+    @property
+    def dc_levels(self) -> int:
+        return int(round(1.0 / self.dc_step)) + 1
+
+    def replace(self, **changes) -> "CodecConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,183 @@
+"""The atom dictionary: every (generator, quantised parameters, seed) rendered at tile size.
+
+Data contract:
+  * ``atoms`` is float32 ``[A, T*T]``. Atom ``a`` is the raw render ``g`` of its generator,
+    mapped to the seam-weighted space (``sw * g`` with ``sw = sqrt(1 + gamma * m)``), with its
+    component along the offset direction ``e = sw / |sw|`` removed and scaled to unit norm.
+    A tile ``x`` is then best approximated by ``o * 1 + c * (a / sw)`` with
+    ``c = <sw * x, a>`` and the weighted squared error of the fit is
+    ``|xc|^2 - c^2`` (``xc``: ``sw * x`` minus its ``e`` component). So the scores of all
+    tiles against all atoms are one matrix product.
+  * Atom 0 is FLAT: the zero atom ("DC only"). Degenerate atoms (constant renders other than
+    FLAT, e.g. the (0, 0) cosine) are zero too and are never searched.
+  * Index <-> symbols: atoms of generator ``g`` occupy ``offset[g] : offset[g] + grid_size``,
+    in C order over ``gen.grid_shape`` (parameter levels, then seeds).
+
+Everything is built once per (tile, overlap, gamma, power, seed) and cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import generators as gens
+from .tiling import seam_penalty_mask
+
+__all__ = ["Dictionary", "build_dictionary", "derive_seed"]
+
+DEGENERATE_NORM = 1e-3  # relative to sqrt(T*T): below it an atom is considered constant
+
+
+def derive_seed(base_seed: int, seed_sym) -> np.ndarray:
+    """Raw uint32 noise seed of a seed symbol: a hash of (base seed, symbol). Host-side."""
+    s = np.asarray(seed_sym, np.uint32)
+    return np.asarray(gens.hash_u32(jnp.uint32(base_seed) ^ gens.hash_u32(s + jnp.uint32(0x9E3779B9))))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dictionary:
+    """The rendered atom bank for one tile geometry (see module docstring).
+
+    Attributes:
+      tile: tile size T.
+      atoms: float32 ``[A, T*T]`` device array (weighted, offset-free, unit norm; 0 = FLAT).
+      sw: float32 ``[T*T]`` square root of the seam weights.
+      searchable: bool ``[A]`` (False for degenerate atoms other than FLAT).
+      gen_id: int32 ``[A]``. param_idx: int32 ``[A, MAX_PARAMS]`` (level index per parameter,
+        0 for unsearched ones). seed_sym: int32 ``[A]``.
+      offsets: int ``[G]`` first atom of each generator.
+      coarse: int32 ``[Ac]`` atoms on even grid points (the coarse search level).
+      neighbours: int32 ``[Ac, 2 * MAX_PARAMS + 1]`` each coarse atom and its +-1 grid
+        neighbours along every parameter (padded with the atom itself).
+    """
+
+    tile: int
+    atoms: jax.Array
+    sw: jax.Array
+    searchable: np.ndarray
+    gen_id: np.ndarray
+    param_idx: np.ndarray
+    seed_sym: np.ndarray
+    offsets: np.ndarray
+    coarse: np.ndarray
+    neighbours: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.atoms.shape[0])
+
+    def atom_index(self, gen_id, param_idx, seed_sym) -> np.ndarray:
+        """Symbols -> atom indices (int64). ``param_idx`` is ``[..., MAX_PARAMS]``."""
+        gen_id = np.asarray(gen_id, np.int64)
+        param_idx = np.asarray(param_idx, np.int64)
+        seed_sym = np.asarray(seed_sym, np.int64)
+        out = np.zeros(gen_id.shape, np.int64)
+        for g in gens.list_generators():
+            sel = gen_id == g.id
+            if not np.any(sel):
+                continue
+            coords = [param_idx[..., i][sel] for i in range(len(g.params))]
+            if g.seeded:
+                coords.append(seed_sym[sel])
+            shape = g.grid_shape
+            for c, n in zip(coords, shape):
+                if np.any((c < 0) | (c >= n)):
+                    raise ValueError(f"symbol out of range for generator {g.name}")
+            local = np.ravel_multi_index(coords, shape) if shape else np.zeros(int(sel.sum()), np.int64)
+            out[sel] = self.offsets[g.id] + local
+        return out
+
+
+def _grid_table(gen: gens.Generator):
+    """All grid points of a generator: (level indices ``[n, P]``, values ``[n, P]``, seed syms ``[n]``)."""
+    shape = gen.grid_shape
+    idx = np.stack(np.unravel_index(np.arange(gen.grid_size), shape), axis=1) if shape else np.zeros((1, 0), np.int64)
+    P = len(gen.params)
+    lvl = idx[:, :P]
+    vals = np.stack([spec.grid()[lvl[:, i]] for i, spec in enumerate(gen.params)], axis=1).astype(np.float32)
+    seeds = idx[:, P] if gen.seeded else np.zeros(len(idx), np.int64)
+    return lvl, vals, seeds
+
+
+def _coarse_and_neighbours(gens_list, offsets):
+    coarse, nbrs = [], []
+    width = 2 * gens.MAX_PARAMS + 1
+    for g in gens_list:
+        shape = g.grid_shape
+        lvl_all = np.stack(np.unravel_index(np.arange(g.grid_size), shape), axis=1) if shape else np.zeros((1, 0), np.int64)
+        P = len(g.params)
+        for local, lv in enumerate(lvl_all):
+            on_coarse = all(lv[i] % 2 == 0 or g.params[i].levels <= 2 for i in range(P))
+            if not on_coarse:
+                continue
+            me = offsets[g.id] + local
+            row = [me]
+            for i, spec in enumerate(g.params):
+                if spec.levels <= 2:
+                    continue
+                for d in (-1, 1):
+                    nb = lv.copy()
+                    nb[i] += d
+                    if spec.periodic:
+                        nb[i] %= spec.levels
+                    elif not 0 <= nb[i] < spec.levels:
+                        continue
+                    row.append(offsets[g.id] + np.ravel_multi_index(tuple(nb), shape))
+            coarse.append(me)
+            nbrs.append(row + [me] * (width - len(row)))
+    return np.asarray(coarse, np.int32), np.asarray(nbrs, np.int32)
+
+
+@jax.jit
+def _normalise(raw, sw):
+    """raw ``[A, n]`` -> weighted, offset-free, unit-norm atoms; degenerate -> 0. Also the norms."""
+    e = sw / jnp.linalg.norm(sw)
+    a = raw * sw
+    a = a - jnp.dot(a, e, precision=jax.lax.Precision.HIGHEST)[:, None] * e[None, :]
+    norm = jnp.linalg.norm(a, axis=1)
+    n = jnp.asarray(raw.shape[1], jnp.float32)
+    ok = norm > DEGENERATE_NORM * jnp.sqrt(n)
+    return jnp.where(ok[:, None], a / jnp.where(ok, norm, 1.0)[:, None], 0.0), ok
+
+
+@functools.lru_cache(maxsize=8)
+def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
+    """Render and normalise every atom of the bank for square tiles of ``tile`` pixels.
+
+    Args:
+      tile: tile size T. overlap: tile overlap (shapes the seam weights).
+      gamma, power: seam penalty weight and exponent. seed: base noise seed.
+
+    Returns:
+      :class:`Dictionary` (cached: the same arguments return the same object).
+    """
+    bank = gens.list_generators()
+    sizes = np.asarray([g.grid_size for g in bank], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    m = seam_penalty_mask(tile, overlap, power)
+    sw = jnp.asarray(np.sqrt(1.0 + gamma * m.astype(np.float64)).astype(np.float32).reshape(-1))
+    raws, gid, pidx, ssym = [], [], [], []
+    for g in bank:
+        lvl, vals, seeds = _grid_table(g)
+        raw_seeds = derive_seed(seed, seeds) if g.seeded else np.zeros(len(seeds), np.uint32)
+        raw = gens._render_batch(jnp.asarray(vals), jnp.asarray(raw_seeds), gen_id=g.id, H=tile, W=tile)
+        raws.append(raw.reshape(raw.shape[0], tile * tile))
+        gid.append(np.full(len(lvl), g.id, np.int32))
+        p = np.zeros((len(lvl), gens.MAX_PARAMS), np.int32)
+        p[:, : lvl.shape[1]] = lvl
+        pidx.append(p)
+        ssym.append(seeds.astype(np.int32))
+    atoms, ok = _normalise(jnp.concatenate(raws, axis=0), sw)
+    gen_id = np.concatenate(gid)
+    searchable = np.asarray(ok) & (gen_id != 0)
+    searchable[0] = True  # FLAT, the DC-only candidate
+    coarse, nbrs = _coarse_and_neighbours(bank, offsets)
+    keep = searchable[coarse]
+    return Dictionary(tile=tile, atoms=atoms, sw=sw, searchable=searchable, gen_id=gen_id,
+                      param_idx=np.concatenate(pidx), seed_sym=np.concatenate(ssym), offsets=offsets,
+                      coarse=coarse[keep], neighbours=nbrs[keep])

@@ -1,0 +1,362 @@
+"""The per-tile rate-distortion search, as jitted matrix products.
+
+For tiles ``x`` (flattened, ``n = T*T`` pixels) and the dictionary of weighted, offset-free,
+unit-norm atoms ``a`` (see :mod:`.dictionary`):
+
+1. **Closed-form fit.** ``xw = sw * x``; its offset part gives the tile DC ``o`` (weighted mean,
+   quantised with ``dc_step``); ``xc`` is the rest. The amplitude of atom ``a`` is
+   ``c = <xc, a>``, quantised to ``k = round(c / (gain_step * sqrt(n)))``, and the weighted
+   squared error is exactly ``|xc|^2 - c^2 + (c - c_hat)^2 + (o - o_hat)^2 |sw|^2``.
+2. **Stage 1 (matmul).** ``C = xc @ atoms.T`` scores every tile against every atom
+   (``"exhaustive"``), or against the even grid points only, followed by the +-1 grid
+   neighbours of the best ``beam`` (``"coarse_to_fine"``). Candidates are ranked by a proxy of
+   ``J`` in which ``1 - SSIM`` is approximated by ``MSE / (2 var(x) + C2)``.
+3. **Re-rank.** The ``shortlist`` best candidates and FLAT (DC only) are rendered and scored
+   with the full cost: seam-weighted ``alpha (1 - SSIM) + (1 - alpha) MSE`` plus
+   ``lambda * bits / n`` under the rate model.
+4. **Early exit.** A tile whose DC-only distortion is at most ``early_exit`` is coded FLAT; a
+   batch made only of such tiles skips the search altogether (``lax.cond``).
+
+All tile batches are padded to a multiple of ``TILE_BUCKET`` so that images whose tile counts
+fall in the same bucket share one compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .config import CodecConfig
+from .dictionary import Dictionary, build_dictionary
+from .generators import get_generator
+from .metrics import K1, K2, _gauss2, gaussian_kernel
+from .score import RateModel, atom_static_bits, rd_cost, uniform_rate_model
+
+__all__ = [
+    "SearchParams",
+    "SearchTables",
+    "SearchResult",
+    "TileSymbols",
+    "make_tables",
+    "search_tiles",
+    "reconstruct_tiles",
+    "tile_symbols",
+    "TILE_BUCKET",
+]
+
+TILE_BUCKET = 64
+SSIM_TABLE_MAX_ELEMENTS = 1 << 25  # precompute per-atom SSIM tables up to 128 MiB each (T <= 64)
+HIGHEST = lax.Precision.HIGHEST
+
+
+class SearchParams(NamedTuple):
+    """Traced (continuous) search settings: changing them never recompiles."""
+
+    lam: jax.Array
+    alpha: jax.Array
+    gain_step: jax.Array
+    dc_step: jax.Array
+    early_exit: jax.Array
+
+    @classmethod
+    def from_config(cls, cfg: CodecConfig) -> "SearchParams":
+        f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+        return cls(f(cfg.lambda_rd), f(cfg.alpha_mix), f(cfg.gain_step), f(cfg.dc_step), f(cfg.early_exit))
+
+
+class SearchTables(NamedTuple):
+    """Device arrays the search reads (dictionary + rate model), a pytree."""
+
+    atoms: jax.Array  # [A, n]
+    coarse_atoms: jax.Array  # [Ac, n]
+    sw: jax.Array  # [n]
+    static_bits: jax.Array  # [A]
+    allowed: jax.Array  # [A] bool
+    coarse: jax.Array  # [Ac] int32
+    neighbours: jax.Array  # [Ac, NB] int32, -1 = none
+    coef_bits: jax.Array  # [2K+1]
+    dc_bits: jax.Array  # [dc_levels]
+    atom_ga: jax.Array | None  # [A, n] G(a) of the pixel-space atoms (None: computed per candidate)
+    atom_va: jax.Array | None  # [A, n] G(a^2) - G(a)^2
+
+
+class SearchResult(NamedTuple):
+    """Per-tile outcome of the search (device arrays, leading axis = tiles).
+
+    Attributes:
+      atom: int32 ``[N]`` dictionary index (0 = FLAT). coef_q: int32 ``[N]`` quantised amplitude.
+      dc_q: int32 ``[N]`` quantised offset. cost, distortion, bits: float32 ``[N]`` (``J``, ``D``, ``R``).
+      recon: float32 ``[N, T, T]`` reconstructed tiles.
+    """
+
+    atom: jax.Array
+    coef_q: jax.Array
+    dc_q: jax.Array
+    cost: jax.Array
+    distortion: jax.Array
+    bits: jax.Array
+    recon: jax.Array
+
+
+class TileSymbols(NamedTuple):
+    """Host-side symbols of every tile (numpy int32), what the bitstream stores."""
+
+    gen_id: np.ndarray  # [N]
+    param_idx: np.ndarray  # [N, MAX_PARAMS]
+    seed_sym: np.ndarray  # [N]
+    coef_q: np.ndarray  # [N]
+    dc_q: np.ndarray  # [N]
+
+
+def make_tables(dic: Dictionary, rate: RateModel, cfg: CodecConfig) -> SearchTables:
+    """Assemble the search's device tables for a dictionary, a rate model and a config."""
+    allowed = np.array(dic.searchable)
+    if cfg.generators is not None:
+        ids = np.asarray([get_generator(g).id for g in cfg.generators])
+        allowed &= np.isin(dic.gen_id, ids) | (dic.gen_id == 0)
+    nb = np.where(allowed[dic.neighbours], dic.neighbours, -1)
+    # Padding repeats the atom itself; keep one copy (column 0) so the beam has no duplicates.
+    nb[:, 1:] = np.where(nb[:, 1:] == nb[:, :1], -1, nb[:, 1:])
+    keep = allowed[dic.coarse]
+    coarse = dic.coarse[keep]
+    ga = va = None
+    if dic.atoms.size <= SSIM_TABLE_MAX_ELEMENTS:
+        ga, va = jax.jit(atom_ssim_tables, static_argnums=2)(dic.atoms, dic.sw, dic.tile)
+    return SearchTables(
+        atoms=dic.atoms,
+        coarse_atoms=dic.atoms[jnp.asarray(coarse)],
+        sw=dic.sw,
+        static_bits=atom_static_bits(rate, dic.gen_id, dic.param_idx, dic.seed_sym),
+        allowed=jnp.asarray(allowed),
+        coarse=jnp.asarray(coarse, jnp.int32),
+        neighbours=jnp.asarray(nb[keep], jnp.int32),
+        coef_bits=rate.coef_bits,
+        dc_bits=rate.dc_bits,
+        atom_ga=ga,
+        atom_va=va,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The jitted core
+# ----------------------------------------------------------------------------------------------
+
+
+class _Prep(NamedTuple):
+    x: jax.Array  # [N, n] tiles
+    xc: jax.Array  # [N, n] weighted, offset-free
+    energy: jax.Array  # [N] |xc|^2
+    dc_q: jax.Array  # [N] int32
+    o_hat: jax.Array  # [N] dequantised offset
+    dc_err: jax.Array  # [N] weighted SSE of the offset quantisation
+    kappa: jax.Array  # [N] 1 / (2 var + C2): MSE -> (1 - SSIM) proxy
+
+
+def _prepare(tiles, t: SearchTables, p: SearchParams) -> _Prep:
+    N = tiles.shape[0]
+    x = tiles.reshape(N, -1).astype(jnp.float32)
+    s2 = jnp.sum(t.sw * t.sw)
+    e = t.sw / jnp.sqrt(s2)
+    xw = x * t.sw
+    proj = jnp.dot(xw, e, precision=HIGHEST)
+    o = proj / jnp.sqrt(s2)
+    xc = xw - proj[:, None] * e
+    energy = jnp.sum(xc * xc, axis=1)
+    n_dc = t.dc_bits.shape[0]
+    dc_q = jnp.clip(jnp.round(o / p.dc_step), 0, n_dc - 1).astype(jnp.int32)
+    o_hat = dc_q.astype(jnp.float32) * p.dc_step
+    dc_err = (o - o_hat) ** 2 * s2
+    kappa = 1.0 / (2.0 * energy / s2 + K2 * K2)
+    return _Prep(x, xc, energy, dc_q, o_hat, dc_err, kappa)
+
+
+def _quantise(c, t: SearchTables, p: SearchParams):
+    n = t.sw.shape[0]
+    K = (t.coef_bits.shape[0] - 1) // 2
+    step = p.gain_step * jnp.sqrt(jnp.asarray(n, jnp.float32))
+    k = jnp.clip(jnp.round(c / step), -K, K).astype(jnp.int32)
+    return k, k.astype(jnp.float32) * step
+
+
+def _bits(atom, k, pr: _Prep, t: SearchTables):
+    K = (t.coef_bits.shape[0] - 1) // 2
+    coef = jnp.where(atom == 0, 0.0, t.coef_bits[k + K])
+    return t.static_bits[atom] + coef + t.dc_bits[pr.dc_q][:, None]
+
+
+def _proxy_cost(c, atom, pr: _Prep, t: SearchTables, p: SearchParams):
+    """Stage-1 cost of candidates ``atom`` ([N, M] or [1, A]) with amplitudes ``c`` [N, M]."""
+    n = t.sw.shape[0]
+    s2 = jnp.sum(t.sw * t.sw)
+    k, c_hat = _quantise(c, t, p)
+    sse = jnp.maximum(pr.energy[:, None] - c * c + (c - c_hat) ** 2 + pr.dc_err[:, None], 0.0)
+    mse = sse / s2
+    d = (p.alpha * pr.kappa[:, None] + (1.0 - p.alpha)) * mse
+    j = rd_cost(d, _bits(atom, k, pr, t), p.lam, n)
+    return jnp.where(t.allowed[atom] & (atom >= 0), j, jnp.inf)
+
+
+def _gather_scores(xc, t: SearchTables, cand):
+    """Amplitudes of tiles against per-tile candidate atoms ``cand`` [N, M] (HIGHEST precision)."""
+    q = t.atoms[jnp.maximum(cand, 0)]  # [N, M, n]
+    return jnp.einsum("nd,nmd->nm", xc, q, precision=HIGHEST), q
+
+
+def _shortlist(pr: _Prep, t: SearchTables, p: SearchParams, mode: str, beam: int, shortlist: int):
+    N = pr.xc.shape[0]
+    if mode == "exhaustive":
+        c = jnp.dot(pr.xc, t.atoms.T)  # [N, A]: the matmul the search runs at
+        atom = jnp.arange(t.atoms.shape[0], dtype=jnp.int32)[None, :]
+        j = _proxy_cost(c, atom, pr, t, p)
+        _, pos = lax.top_k(-j, min(shortlist, j.shape[1]))
+        return pos.astype(jnp.int32)
+    # coarse_to_fine
+    c = jnp.dot(pr.xc, t.coarse_atoms.T)  # [N, Ac]
+    j = _proxy_cost(c, t.coarse[None, :], pr, t, p)
+    _, b = lax.top_k(-j, min(beam, j.shape[1]))
+    cand = t.neighbours[b].reshape(N, -1)  # [N, K * NB], -1 = padding
+    c, _ = _gather_scores(pr.xc, t, cand)
+    j = _proxy_cost(c, cand, pr, t, p)
+    _, pos = lax.top_k(-j, min(shortlist, j.shape[1]))
+    return jnp.take_along_axis(cand, pos, axis=1)
+
+
+def _gauss_tiles(v, T):
+    """Gaussian SSIM filter of flattened tiles ``[..., T*T]`` -> same shape."""
+    return _gauss2(v.reshape(v.shape[:-1] + (T, T)), gaussian_kernel()).reshape(v.shape)
+
+
+def atom_ssim_tables(atoms, sw, T: int):
+    """Per-atom SSIM statistics in pixel space: ``G(a)`` and ``G(a^2) - G(a)^2`` for ``a = atom / sw``."""
+    a = atoms / sw
+    ga = _gauss_tiles(a, T)
+    return ga, _gauss_tiles(a * a, T) - ga * ga
+
+
+def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand) -> SearchResult:
+    """Full-cost re-rank of candidates ``cand`` [N, M] (FLAT is appended).
+
+    The SSIM map of ``r = o + c * a`` against ``x`` needs only one filtered map per candidate,
+    ``G(x a)``: ``mu_r = o + c G(a)``, ``var_r = c^2 (G(a^2) - G(a)^2)``,
+    ``cov = c (G(x a) - G(x) G(a))``, with the per-atom terms precomputed in the tables.
+    """
+    N, n = pr.x.shape
+    T = int(round(n ** 0.5))
+    w = t.sw * t.sw
+    s2 = jnp.sum(w)
+    cand = jnp.concatenate([cand, jnp.zeros((N, 1), jnp.int32)], axis=1)
+    safe = jnp.maximum(cand, 0)
+    c, q = _gather_scores(pr.xc, t, cand)
+    k, c_hat = _quantise(c, t, p)
+    k = jnp.where(cand == 0, 0, k)
+    c_hat = jnp.where(cand == 0, 0.0, c_hat)
+    a = q / t.sw  # [N, M, n] atoms in pixel space
+    if t.atom_ga is None:
+        ga, va = atom_ssim_tables(q, t.sw, T)
+    else:
+        ga, va = t.atom_ga[safe], t.atom_va[safe]
+    gx = _gauss_tiles(pr.x, T)[:, None, :]
+    vx = _gauss_tiles(pr.x * pr.x, T)[:, None, :] - gx * gx
+    gxa = _gauss_tiles(pr.x[:, None, :] * a, T)
+    ch = c_hat[..., None]
+    mu_r = pr.o_hat[:, None, None] + ch * ga
+    var_r = ch * ch * va
+    cov = ch * (gxa - gx * ga)
+    c1, c2 = K1 * K1, K2 * K2
+    ssim = (2.0 * gx * mu_r + c1) * (2.0 * cov + c2) / ((gx * gx + mu_r * mu_r + c1) * (vx + var_r + c2))
+    ssim_term = jnp.sum((1.0 - ssim) * w, axis=-1) / s2
+    sse = jnp.maximum(pr.energy[:, None] - c * c + (c - c_hat) ** 2 + pr.dc_err[:, None], 0.0)
+    d = p.alpha * ssim_term + (1.0 - p.alpha) * sse / s2
+    bits = _bits(cand, k, pr, t)
+    j = rd_cost(d, bits, p.lam, n)
+    exit_ = d[:, -1] <= p.early_exit  # DC alone is good enough
+    j = jnp.where(t.allowed[safe] & (cand >= 0) & (~exit_[:, None] | (cand == 0)), j, jnp.inf)
+    best = jnp.argmin(j, axis=1)
+    take = lambda v: jnp.take_along_axis(v, best[:, None], axis=1)[:, 0]  # noqa: E731
+    recon = pr.o_hat[:, None] + take(c_hat)[:, None] * jnp.take_along_axis(a, best[:, None, None], axis=1)[:, 0]
+    return SearchResult(atom=take(cand), coef_q=take(k), dc_q=pr.dc_q, cost=take(j), distortion=take(d),
+                        bits=take(bits), recon=recon.reshape(N, T, T))
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "beam", "shortlist"))
+def _search(tiles, t: SearchTables, p: SearchParams, *, mode: str, beam: int, shortlist: int) -> SearchResult:
+    pr = _prepare(tiles, t, p)
+    N = tiles.shape[0]
+    flat_d_proxy = (p.alpha * pr.kappa + (1.0 - p.alpha)) * (pr.energy + pr.dc_err) / jnp.sum(t.sw * t.sw)
+
+    def full(_):
+        return _finalise(pr, t, p, _shortlist(pr, t, p, mode, beam, shortlist))
+
+    def all_flat(_):  # every tile is good enough with its DC: skip the atom search
+        shape = jax.eval_shape(lambda: _shortlist(pr, t, p, mode, beam, shortlist)).shape
+        return _finalise(pr, t, p, jnp.zeros(shape, jnp.int32))
+
+    # The proxy never underestimates a flat tile's SSIM loss by much; the exact test is in _finalise.
+    return lax.cond(jnp.all(flat_d_proxy <= p.early_exit), all_flat, full, None)
+
+
+def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) -> SearchResult:
+    """Choose the best (atom, amplitude, offset) for every tile.
+
+    Args:
+      tiles: float ``[N, T, T]`` with values in [0, 1] and ``T == cfg.tile``.
+      cfg: :class:`CodecConfig`.
+      tables: precomputed :func:`make_tables` output (built from ``cfg`` when omitted).
+
+    Returns:
+      :class:`SearchResult` with leading axis ``N``.
+    """
+    tiles = jnp.asarray(tiles, jnp.float32)
+    if tiles.ndim != 3 or tiles.shape[1:] != (cfg.tile, cfg.tile):
+        raise ValueError(f"tiles must have shape [N, {cfg.tile}, {cfg.tile}], got {tuple(tiles.shape)}")
+    if tables is None:
+        tables = default_tables(cfg)
+    N = tiles.shape[0]
+    Np = max(TILE_BUCKET, -(-N // TILE_BUCKET) * TILE_BUCKET)
+    if Np != N:
+        tiles = jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)], axis=0)
+    res = _search(tiles, tables, SearchParams.from_config(cfg), mode=cfg.search, beam=cfg.beam,
+                  shortlist=cfg.shortlist)
+    return jax.tree.map(lambda a: a[:N], res)
+
+
+def default_tables(cfg: CodecConfig) -> SearchTables:
+    """Dictionary + fixed uniform rate model tables for ``cfg`` (cached per config)."""
+    return _default_tables(cfg)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_tables(cfg: CodecConfig) -> SearchTables:
+    dic = build_dictionary(cfg.tile, cfg.overlap, float(cfg.gamma_seam), float(cfg.seam_power), cfg.seed)
+    return make_tables(dic, uniform_rate_model(cfg.max_coef, cfg.dc_levels), cfg)
+
+
+@jax.jit
+def _reconstruct(atom, coef_q, dc_q, atoms, sw, gain_step, dc_step):
+    n = sw.shape[0]
+    T = int(round(n ** 0.5))
+    step = gain_step * jnp.sqrt(jnp.asarray(n, jnp.float32))
+    c_hat = coef_q.astype(jnp.float32) * step
+    o_hat = dc_q.astype(jnp.float32) * dc_step
+    r = o_hat[:, None] + c_hat[:, None] * atoms[atom] / sw
+    return r.reshape(-1, T, T)
+
+
+def reconstruct_tiles(dic: Dictionary, atom, coef_q, dc_q, cfg: CodecConfig) -> jax.Array:
+    """Re-render tiles from their symbols -> float32 ``[N, T, T]`` (what a decoder computes)."""
+    f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    return _reconstruct(jnp.asarray(atom, jnp.int32), jnp.asarray(coef_q, jnp.int32), jnp.asarray(dc_q, jnp.int32),
+                        dic.atoms, dic.sw, f(cfg.gain_step), f(cfg.dc_step))
+
+
+def tile_symbols(dic: Dictionary, res: SearchResult) -> TileSymbols:
+    """Device -> host once: the symbols of every tile."""
+    atom, coef_q, dc_q = jax.device_get((res.atom, res.coef_q, res.dc_q))
+    atom = np.asarray(atom)
+    return TileSymbols(gen_id=dic.gen_id[atom], param_idx=dic.param_idx[atom], seed_sym=dic.seed_sym[atom],
+                       coef_q=np.asarray(coef_q, np.int32), dc_q=np.asarray(dc_q, np.int32))
