@@ -137,12 +137,17 @@ def _coarse_and_neighbours(gens_list, offsets):
 def _normalise(raw, sw):
     """raw ``[A, n]`` -> weighted, offset-free, unit-norm atoms; degenerate -> 0. Also the norms."""
     e = sw / jnp.linalg.norm(sw)
-    a = raw * sw
-    a = a - jnp.dot(a, e, precision=jax.lax.Precision.HIGHEST)[:, None] * e[None, :]
+
+    def orth(a):
+        return a - jnp.dot(a, e, precision=jax.lax.Precision.HIGHEST)[:, None] * e[None, :]
+
+    a = orth(raw * sw)
     norm = jnp.linalg.norm(a, axis=1)
     n = jnp.asarray(raw.shape[1], jnp.float32)
     ok = norm > DEGENERATE_NORM * jnp.sqrt(n)
-    return jnp.where(ok[:, None], a / jnp.where(ok, norm, 1.0)[:, None], 0.0), ok
+    a = orth(a / jnp.where(ok, norm, 1.0)[:, None])  # second pass: Gram-Schmidt "twice is enough"
+    a = a / jnp.maximum(jnp.linalg.norm(a, axis=1), 1e-30)[:, None]
+    return jnp.where(ok[:, None], a, 0.0), ok
 
 
 @functools.lru_cache(maxsize=8)

@@ -614,12 +614,12 @@ def _seed_u32(seed) -> np.uint32:
     return np.uint32(seed)
 
 
-def render(name_or_id: str | int, H: int = 256, W: int = 256, params: Mapping[str, float] | None = None,
+def render(name: str | int, H: int = 256, W: int = 256, params: Mapping[str, float] | None = None,
            *, seed: int = 0) -> jax.Array:
     """Render one generator.
 
     Args:
-      name_or_id: generator name (``"STRIPES"``) or stable id.
+      name: generator name (``"STRIPES"``) or stable id.
       H, W: output size in pixels.
       params: parameter values by name; missing ones take the generator's defaults.
       seed: unsigned 32-bit seed (used by the noise family only).
@@ -636,19 +636,19 @@ def render(name_or_id: str | int, H: int = 256, W: int = 256, params: Mapping[st
       >>> img.shape, str(img.dtype)
       ((64, 64), 'float32')
     """
-    gen = get_generator(name_or_id)
+    gen = get_generator(name)
     _check_size(H, W)
     pvec = gen.resolve(params)
     return _render_batch(jnp.asarray(pvec[None]), jnp.asarray([_seed_u32(seed)]),
                          gen_id=gen.id, H=int(H), W=int(W))[0]
 
 
-def render_batch(name_or_id: str | int, H: int, W: int, params: Mapping[str, np.ndarray],
+def render_batch(name: str | int, H: int, W: int, params: Mapping[str, np.ndarray],
                  seeds: np.ndarray | None = None) -> jax.Array:
     """Render many candidates of one generator at once (a ``vmap``, not a loop).
 
     Args:
-      name_or_id: generator name or id.
+      name: generator name or id.
       H, W: output size.
       params: parameter name -> array ``[B]`` of values (missing names take defaults).
       seeds: uint32 ``[B]`` (defaults to zeros).
@@ -656,7 +656,7 @@ def render_batch(name_or_id: str | int, H: int, W: int, params: Mapping[str, np.
     Returns:
       float32 ``[B, H, W]`` in ``[-1, 1]``.
     """
-    gen = get_generator(name_or_id)
+    gen = get_generator(name)
     _check_size(H, W)
     params = dict(params)
     unknown = sorted(set(params) - set(gen.param_names))

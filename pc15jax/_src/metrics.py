@@ -101,10 +101,15 @@ def ssim_map(a, b, max_val: float = 1.0) -> jax.Array:
     k = gaussian_kernel()
     c1 = (K1 * max_val) ** 2
     c2 = (K2 * max_val) ** 2
-    ux, uy, uxx, uyy, uxy = _gauss2(jnp.stack([a, b, a * a, b * b, a * b]), k)
-    vx = uxx - ux * ux
-    vy = uyy - uy * uy
-    vxy = uxy - ux * uy
+    # (co)variances are shift invariant: centre both planes on a's mean to avoid float32
+    # cancellation in E[x^2] - E[x]^2, then shift the means back.
+    m = jnp.mean(a, axis=(-2, -1), keepdims=True)
+    a0, b0 = a - m, b - m
+    ux0, uy0, uxx, uyy, uxy = _gauss2(jnp.stack([a0, b0, a0 * a0, b0 * b0, a0 * b0]), k)
+    vx = uxx - ux0 * ux0
+    vy = uyy - uy0 * uy0
+    vxy = uxy - ux0 * uy0
+    ux, uy = ux0 + m, uy0 + m
     num = (2.0 * ux * uy + c1) * (2.0 * vxy + c2)
     den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
     return num / den

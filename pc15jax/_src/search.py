@@ -260,13 +260,17 @@ def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand) -> SearchResult
         ga, va = atom_ssim_tables(q, t.sw, T)
     else:
         ga, va = t.atom_ga[safe], t.atom_va[safe]
-    gx = _gauss_tiles(pr.x, T)[:, None, :]
-    vx = _gauss_tiles(pr.x * pr.x, T)[:, None, :] - gx * gx
-    gxa = _gauss_tiles(pr.x[:, None, :] * a, T)
+    # Variances and covariances are shift invariant: filter the tile minus its DC (no float32
+    # cancellation in G(x^2) - G(x)^2 for the near-flat tiles where SSIM is most sensitive).
+    xs = pr.x - pr.o_hat[:, None]
+    gxs = _gauss_tiles(xs, T)[:, None, :]
+    vx = _gauss_tiles(xs * xs, T)[:, None, :] - gxs * gxs
+    gx = gxs + pr.o_hat[:, None, None]
+    gxa = _gauss_tiles(xs[:, None, :] * a, T)
     ch = c_hat[..., None]
     mu_r = pr.o_hat[:, None, None] + ch * ga
     var_r = ch * ch * va
-    cov = ch * (gxa - gx * ga)
+    cov = ch * (gxa - gxs * ga)
     c1, c2 = K1 * K1, K2 * K2
     ssim = (2.0 * gx * mu_r + c1) * (2.0 * cov + c2) / ((gx * gx + mu_r * mu_r + c1) * (vx + var_r + c2))
     ssim_term = jnp.sum((1.0 - ssim) * w, axis=-1) / s2

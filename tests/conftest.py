@@ -1,0 +1,38 @@
+"""Test configuration: strict dtype promotion, and real data from ../shared/data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+# Catch silent float64/int promotion in library code (equinox's tests do the same).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; the test is skipped when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def camera() -> np.ndarray:
+    """scikit-image's camera photograph, float32 [512, 512] in [0, 1]."""
+    from skimage import data
+
+    return (data.camera().astype(np.float32) / 255.0)
+
+
+@pytest.fixture(scope="session")
+def astronaut_gray() -> np.ndarray:
+    """scikit-image's astronaut as luma, float32 [512, 512] in [0, 1]."""
+    from skimage import color, data
+
+    return color.rgb2gray(data.astronaut()).astype(np.float32)
