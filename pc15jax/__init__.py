@@ -10,6 +10,9 @@ Examples:
   ['FLAT', 'STRIPES', 'WAVES']
 """
 
+from pc15jax.bitstream import BitstreamError, RansTable, build_rans_tables, rans_decode, rans_encode
+from pc15jax.bitstream.container import StreamHeader, TileRec
+from pc15jax._src.codec import decode_y, encode_y, read_bitstream, write_bitstream
 from pc15jax._src.config import SEARCH_MODES, CodecConfig
 from pc15jax._src.dictionary import Dictionary, build_dictionary
 from pc15jax._src.generators import Generator, ParamSpec, get_generator, list_generators, render, render_batch
@@ -28,7 +31,18 @@ from pc15jax._src.tiling import TileGridCfg, TileSpec, blend, extract_tiles, sea
 __version__ = "0.1.0"
 
 __all__ = (
+    "BitstreamError",
     "CodecConfig",
+    "RansTable",
+    "StreamHeader",
+    "TileRec",
+    "build_rans_tables",
+    "decode_y",
+    "encode_y",
+    "rans_decode",
+    "rans_encode",
+    "read_bitstream",
+    "write_bitstream",
     "Dictionary",
     "Generator",
     "ParamSpec",

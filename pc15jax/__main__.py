@@ -1,8 +1,14 @@
-"""Command line: ``python -m pc15jax [demo] [INPUT] [options]``.
+"""Command line of the PC15 codec.
 
-``demo`` (the default command) runs the PC15 tile search on a grayscale image (default: the
-``camera`` photograph shipped with scikit-image), writes the blended reconstruction and a
-side-by-side figure, and prints what the search chose.
+  python -m pc15jax [demo] [INPUT] [-o DIR]          encode + decode round trip (the default command)
+  python -m pc15jax encode [INPUT ...] -o OUT [...]  images -> .pc15 streams
+  python -m pc15jax decode IN.pc15 -o OUT.png        stream -> PNG
+  python -m pc15jax info IN.pc15 [--json]            header, tiles, generators, bits per symbol class
+
+INPUT defaults to the ``camera`` photograph shipped with scikit-image. Colour images are coded as
+luma (``--gray`` is accepted and keeps that meaning once colour coding exists). JAX's persistent
+compilation cache is enabled (``PC15_CACHE_DIR`` overrides its folder) so a second run does not
+recompile. Errors print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -11,16 +17,15 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+COMMANDS = ("demo", "encode", "decode", "info")
+
 
 def _enable_compilation_cache() -> None:
-    """Persist compiled programs so a second run does not recompile (``PC15_CACHE_DIR`` overrides)."""
     import jax
 
     cache = os.environ.get("PC15_CACHE_DIR") or os.path.join(
@@ -35,6 +40,8 @@ def _enable_compilation_cache() -> None:
 
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
@@ -45,6 +52,13 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _save_png(path: Path, img01: np.ndarray) -> None:
+    from PIL import Image
+
+    u8 = np.round(np.clip(img01, 0.0, 1.0) * 255.0).astype(np.uint8)
+    _atomic_write(path, lambda p: Image.fromarray(u8).save(p, format="PNG"))
 
 
 def load_gray(path: str | None) -> tuple[np.ndarray, str]:
@@ -64,43 +78,110 @@ def load_gray(path: str | None) -> tuple[np.ndarray, str]:
         raise ValueError(f"cannot read {path} as an image: {e}") from None
 
 
+def _config(args):
+    import pc15jax as pc
+
+    return pc.CodecConfig(tile=args.tile, overlap=args.overlap, lambda_rd=args.lambda_rd, search=args.search)
+
+
+def _encode_one(pc, img, cfg):
+    enc = pc.encode_y(img, cfg)
+    x = img.astype(np.float32) / np.float32(255.0)
+    r = np.round(enc["recon"] * 255.0) / np.float32(255.0)  # what the PNG holds
+    return enc, float(pc.psnr(x, r)), float(pc.ssim(x, r))
+
+
+def cmd_encode(args) -> int:
+    import pc15jax as pc
+    from tqdm import tqdm
+
+    cfg = _config(args)
+    inputs = args.inputs or [None]
+    out = Path(args.out)
+    many = len(inputs) > 1
+    if many and out.suffix == ".pc15":
+        raise ValueError("with several inputs, -o must be a folder")
+    for path in tqdm(inputs, desc="encoding", unit="img", disable=not many or args.json, file=sys.stderr):
+        img, name = load_gray(path)
+        stem = "camera" if path is None else Path(path).stem
+        target = out / f"{stem}.pc15" if many or out.suffix != ".pc15" else out
+        enc, p, s = _encode_one(pc, img, cfg)
+        from pc15jax.bitstream.container import atomic_write_bytes
+
+        atomic_write_bytes(target, enc["bitstream"])
+        if args.recon:
+            rp = Path(args.recon)
+            _save_png(rp / f"{stem}.png" if many else rp, enc["recon"])
+        st = enc["stats"]
+        rec = {"input": name, "output": str(target), "bytes": st["bytes"], "bpp": enc["bpp"], "psnr": p,
+               "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"]}
+        if args.json:
+            print(json.dumps(rec))
+        else:
+            print(f"{name} -> {target}: {st['bytes']} bytes, {enc['bpp']:.4f} bpp, PSNR {p:.2f} dB, "
+                  f"SSIM {s:.4f}, {st['encode_s']:.2f} s (search {st['search_s']:.2f} s)")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    import pc15jax as pc
+
+    t = time.perf_counter()
+    img = pc.decode_y(args.input)
+    _save_png(Path(args.out), img)
+    print(f"{args.input} -> {args.out}: {img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t:.2f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from pc15jax._src.codec import stream_info
+
+    info = stream_info(args.input)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{args.input}: PC15 v{info['version']} {info['layout']}, {info['width']}x{info['height']}, "
+          f"{info['bytes']} bytes ({info['bpp']:.4f} bpp)")
+    print(f"tiles {info['tiles']} ({info['grid'][0]}x{info['grid'][1]}) of {info['tile']} px, overlap "
+          f"{info['overlap']}, window {info['window']}, table {info['table_id']}, atoms {info['atoms']}")
+    print("generators: " + ", ".join(f"{k} {v}" for k, v in info["generators"].items()))
+    total = sum(info["bits_by_class"].values()) or 1.0
+    print("bits by class: " + ", ".join(f"{k} {v:.0f} ({100 * v / total:.0f}%)" for k, v in info["bits_by_class"].items()))
+    print(f"encoder meta: {json.dumps(info['meta'], sort_keys=True)}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     import pc15jax as pc
 
     img, name = load_gray(args.input)
-    cfg = pc.CodecConfig(tile=args.tile, overlap=args.overlap, lambda_rd=args.lambda_rd, search=args.search)
-    t0 = time.perf_counter()
-    out = pc.search_image(img, cfg)
-    elapsed = time.perf_counter() - t0
-    x = img.astype(np.float32) / 255.0
-    hist = Counter(pc.get_generator(int(g)).name for g in out.symbols.gen_id)
-    report = {
-        "input": name,
-        "shape": list(img.shape),
-        "tiles": out.spec.count,
-        "tile": cfg.tile,
-        "overlap": cfg.overlap,
-        "lambda": cfg.lambda_rd,
-        "est_bpp": round(out.bpp, 5),
-        "psnr": round(float(pc.psnr(x, out.recon)), 3),
-        "ssim": round(float(pc.ssim(x, out.recon)), 4),
-        "seconds": round(elapsed, 3),
-        "generators": dict(hist.most_common()),
-    }
+    cfg = _config(args)
     outdir = Path(args.out)
-    from PIL import Image
+    enc, p, s = _encode_one(pc, img, cfg)
+    stream = outdir / "image.pc15"
+    from pc15jax.bitstream.container import atomic_write_bytes
 
-    recon8 = np.round(out.recon * 255.0).astype(np.uint8)
-    _atomic_write(outdir / "recon.png", lambda p: Image.fromarray(recon8).save(p, format="PNG"))
-    _atomic_write(outdir / "compare.png", lambda p: _figure(x, out.recon, report, p))
+    atomic_write_bytes(stream, enc["bitstream"])
+    t = time.perf_counter()
+    dec = pc.decode_y(stream)
+    decode_s = time.perf_counter() - t
+    if not np.array_equal(dec, enc["recon"]):
+        raise RuntimeError("decoded image differs from the encoder's reconstruction")
+    _save_png(outdir / "recon.png", dec)
+    st = enc["stats"]
+    report = {"input": name, "shape": list(img.shape), "bytes": st["bytes"], "bpp": enc["bpp"], "psnr": p,
+              "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"], "decode_s": decode_s,
+              "tiles": st["tiles"], "generators": st["generators"]}
+    _atomic_write(outdir / "compare.png", lambda f: _figure(img.astype(np.float32) / 255.0, dec, report, f))
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{name}: {img.shape[1]}x{img.shape[0]}, {out.spec.count} tiles of {cfg.tile}px (overlap {cfg.overlap})")
-        print(f"estimated {out.bpp:.4f} bpp, PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}, "
-              f"{elapsed:.2f} s (first run includes compilation)")
-        print("generators: " + ", ".join(f"{k} {v}" for k, v in hist.most_common()))
-        print(f"wrote {outdir / 'recon.png'} and {outdir / 'compare.png'}")
+        print(f"{name}: {img.shape[1]}x{img.shape[0]}, {st['tiles']} tiles of {cfg.tile}px (overlap {cfg.overlap})")
+        print(f"encoded {st['bytes']} bytes = {enc['bpp']:.4f} bpp in {st['encode_s']:.2f} s (search "
+              f"{st['search_s']:.2f} s); decoded in {decode_s:.2f} s; identical to the encoder's reconstruction")
+        print(f"PSNR {p:.2f} dB, SSIM {s:.4f}")
+        print("generators: " + ", ".join(f"{k} {v}" for k, v in st["generators"].items()))
+        print(f"wrote {stream}, {outdir / 'recon.png'} and {outdir / 'compare.png'}")
     return 0
 
 
@@ -114,7 +195,7 @@ def _figure(x, recon, report, path):
     ax[0].imshow(x, cmap="gray", vmin=0, vmax=1)
     ax[0].set_title("input")
     ax[1].imshow(recon, cmap="gray", vmin=0, vmax=1)
-    ax[1].set_title(f"PC15 search: {report['est_bpp']:.3f} bpp, {report['psnr']:.2f} dB, SSIM {report['ssim']:.3f}")
+    ax[1].set_title(f"PC15: {report['bpp']:.3f} bpp, {report['psnr']:.2f} dB, SSIM {report['ssim']:.3f}")
     for a in ax:
         a.axis("off")
     fig.tight_layout()
@@ -122,27 +203,50 @@ def _figure(x, recon, report, path):
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("demo", "-h", "--help"):
-        argv = ["demo"] + argv
+def _parser():
     import pc15jax as pc
 
+    d = pc.CodecConfig()
     ap = argparse.ArgumentParser(prog="python -m pc15jax", description="PC15 procedural tile codec")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="run the tile search on an image and write its reconstruction (default)")
-    d.add_argument("input", nargs="?", default=None, help="image file (default: skimage's camera)")
-    d.add_argument("-o", "--out", default="pc15_demo", help="output folder (default: ./pc15_demo)")
-    d.add_argument("--tile", type=int, default=pc.CodecConfig.tile)
-    d.add_argument("--overlap", type=int, default=pc.CodecConfig.overlap)
-    d.add_argument("--lambda", dest="lambda_rd", type=float, default=pc.CodecConfig.lambda_rd)
-    d.add_argument("--search", choices=pc.SEARCH_MODES, default=pc.CodecConfig.search)
-    d.add_argument("--json", action="store_true", help="print one JSON line")
-    args = ap.parse_args(argv)
+
+    def coding_options(p):
+        p.add_argument("--tile", type=int, default=d.tile)
+        p.add_argument("--overlap", type=int, default=d.overlap)
+        p.add_argument("--lambda", dest="lambda_rd", type=float, default=d.lambda_rd)
+        p.add_argument("--search", choices=pc.SEARCH_MODES, default=d.search)
+        p.add_argument("--gray", action="store_true", help="code luma only (colour input is converted to luma)")
+        p.add_argument("--json", action="store_true", help="print one JSON line per image")
+
+    p = sub.add_parser("demo", help="encode + decode round trip on an image (default command)")
+    p.add_argument("input", nargs="?", default=None, help="image file (default: skimage's camera)")
+    p.add_argument("-o", "--out", default="pc15_demo", help="output folder (default: ./pc15_demo)")
+    coding_options(p)
+    p = sub.add_parser("encode", help="encode images to .pc15 streams")
+    p.add_argument("inputs", nargs="*", help="image files (default: skimage's camera)")
+    p.add_argument("-o", "--out", required=True, help="output .pc15 file, or a folder with several inputs")
+    p.add_argument("--recon", default=None, help="also write the reconstruction (PNG; a folder with several inputs)")
+    coding_options(p)
+    p = sub.add_parser("decode", help="decode a .pc15 stream to PNG")
+    p.add_argument("input")
+    p.add_argument("-o", "--out", required=True)
+    p = sub.add_parser("info", help="describe a .pc15 stream")
+    p.add_argument("input")
+    p.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["demo"] + argv
+    args = _parser().parse_args(argv)
     _enable_compilation_cache()
+    from pc15jax.bitstream import BitstreamError
+
     try:
-        return cmd_demo(args)
-    except ValueError as e:
+        return {"demo": cmd_demo, "encode": cmd_encode, "decode": cmd_decode, "info": cmd_info}[args.cmd](args)
+    except (ValueError, BitstreamError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -60,11 +60,13 @@ class CodecConfig:
       beam: beam width K of the coarse-to-fine search.
       shortlist: candidates per tile re-ranked with the full cost (SSIM, exact bits).
       gain_step: quantisation step of an atom's amplitude, in pixel RMS units.
-      dc_step: quantisation step of the tile offset (DC), in pixel units.
-      max_coef: largest quantised |amplitude| index.
+      dc_step: quantisation step of the tile offset (DC), in pixel units (>= 1/256).
+      max_coef: largest quantised |amplitude| index (<= 1023).
       early_exit: a tile whose DC-only distortion is at most this skips the atom search.
       generators: names of the generators the search may use (``None``: all). Decoding
         never depends on it.
+      table_id: frozen rANS table set (recorded in the stream; the search's bit costs come from
+        the same tables).
     """
 
     tile: int = 32
@@ -84,6 +86,7 @@ class CodecConfig:
     max_coef: int = 1023
     early_exit: float = 1e-5
     generators: tuple[str, ...] | None = None
+    table_id: str = "pc15-v1"
 
     def __post_init__(self):
         _int("tile", self.tile, 8, 4096)
@@ -106,8 +109,8 @@ class CodecConfig:
         _int("beam", self.beam, 1)
         _int("shortlist", self.shortlist, 1)
         _finite("gain_step", self.gain_step, lo=0.0, lo_open=True)
-        _finite("dc_step", self.dc_step, lo=0.0, lo_open=True, hi=1.0)
-        _int("max_coef", self.max_coef, 1, 2**15 - 1)
+        _finite("dc_step", self.dc_step, lo=1.0 / 256.0, hi=1.0)
+        _int("max_coef", self.max_coef, 1, 1023)
         _finite("early_exit", self.early_exit, lo=0.0)
         if self.generators is not None:
             if isinstance(self.generators, str):
@@ -116,6 +119,8 @@ class CodecConfig:
             if not names:
                 raise ValueError("generators must name at least one generator (or be None for all)")
             object.__setattr__(self, "generators", names)
+        if not isinstance(self.table_id, str) or not self.table_id:
+            raise ValueError(f"table_id must be a non-empty string, got {self.table_id!r}")
 
     @property
     def grid(self) -> TileGridCfg:

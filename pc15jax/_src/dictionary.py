@@ -28,7 +28,7 @@ import numpy as np
 from . import generators as gens
 from .tiling import seam_penalty_mask
 
-__all__ = ["Dictionary", "build_dictionary", "derive_seed"]
+__all__ = ["Dictionary", "build_dictionary", "get_dictionary", "derive_seed"]
 
 DEGENERATE_NORM = 1e-3  # relative to sqrt(T*T): below it an atom is considered constant
 
@@ -186,3 +186,9 @@ def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: 
     return Dictionary(tile=tile, atoms=atoms, sw=sw, searchable=searchable, gen_id=gen_id,
                       param_idx=np.concatenate(pidx), seed_sym=np.concatenate(ssym), offsets=offsets,
                       coarse=coarse[keep], neighbours=nbrs[keep])
+
+
+def get_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
+    """The cached dictionary, with ``gamma`` and ``power`` rounded to float32 first: the stream
+    stores them as float32, so encoder and decoder build the very same atoms."""
+    return build_dictionary(int(tile), int(overlap), float(np.float32(gamma)), float(np.float32(power)), int(seed))

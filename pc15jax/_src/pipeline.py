@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import CodecConfig
-from .dictionary import Dictionary, build_dictionary
+from .dictionary import Dictionary, get_dictionary
 from .search import SearchResult, SearchTables, TileSymbols, search_tiles, tile_symbols
 from .tiling import TileSpec, blend, extract_tiles, tile_image
 
@@ -94,4 +94,4 @@ def search_image(image, cfg: CodecConfig | None = None, *, tables: SearchTables 
 
 def dictionary_for(cfg: CodecConfig) -> Dictionary:
     """The (cached) atom dictionary of a configuration."""
-    return build_dictionary(cfg.tile, cfg.overlap, float(cfg.gamma_seam), float(cfg.seam_power), cfg.seed)
+    return get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)

@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from .config import CodecConfig
-from .dictionary import Dictionary, build_dictionary
+from .dictionary import Dictionary, get_dictionary
 from .generators import get_generator
 from .metrics import K1, K2, _gauss2, gaussian_kernel
 from .score import RateModel, atom_static_bits, rd_cost, uniform_rate_model
@@ -336,7 +336,7 @@ def default_tables(cfg: CodecConfig) -> SearchTables:
 
 @functools.lru_cache(maxsize=8)
 def _default_tables(cfg: CodecConfig) -> SearchTables:
-    dic = build_dictionary(cfg.tile, cfg.overlap, float(cfg.gamma_seam), float(cfg.seam_power), cfg.seed)
+    dic = get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
     return make_tables(dic, uniform_rate_model(cfg.max_coef, cfg.dc_levels), cfg)
 
 

@@ -1,0 +1,235 @@
+"""The PC15 v15 container: header with CRC32, two rANS payloads with CRC32 (numpy + stdlib only).
+
+Layout (little-endian)::
+
+    header  'PC15' | u8 version=15 | u8 colour layout (0 = Y) | u32 H | u32 W | u16 tile | u16 overlap
+            | u8 window (0 hann, 1 tukey, 2 kaiser) | f32 window parameter (NaN = default)
+            | u32 seed | f32 gain_step | f32 dc_step | f32 gamma_seam | f32 seam_power
+            | u8 len + table id (ASCII) | u16 len + encoder meta (canonical JSON, nothing run-dependent)
+            | u32 CRC32 of everything above
+    body    u32 symbols in A | u32 words in A | u32 symbols in B | u32 words in B | A words | B words
+            | u32 CRC32 of the body
+
+Every check happens before any allocation that depends on the stream: sizes are bounded by
+``MAX_DIM``/``MAX_PIXELS`` and by the bytes actually present. Every malformed input raises
+:class:`BitstreamError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BitstreamError
+
+__all__ = ["StreamHeader", "TileRec", "pack_stream", "unpack_stream", "atomic_write_bytes", "MAGIC", "VERSION",
+           "MAX_DIM", "MAX_PIXELS", "WINDOW_CODES", "LAYOUTS"]
+
+MAGIC = b"PC15"
+VERSION = 15
+MAX_DIM = 1 << 16  # each side, pixels
+MAX_PIXELS = 1 << 28  # H * W
+WINDOW_CODES = ("hann", "tukey", "kaiser")
+LAYOUTS = ("Y",)
+_FIXED = struct.Struct("<4sBBIIHHBfIffff")
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamHeader:
+    """Everything the decoder needs besides the symbols. Frozen; ``meta`` is a JSON-able dict."""
+
+    H: int
+    W: int
+    tile: int
+    overlap: int
+    window: str = "hann"
+    window_param: float | None = None
+    seed: int = 0
+    gain_step: float = 1.0 / 32.0
+    dc_step: float = 1.0 / 128.0
+    gamma_seam: float = 0.25
+    seam_power: float = 1.5
+    table_id: str = "pc15-v1"
+    layout: str = "Y"
+    meta: Any = dataclasses.field(default_factory=dict)
+    version: int = VERSION
+
+    def __post_init__(self):
+        check_geometry(self.H, self.W, self.tile, self.overlap, exc=ValueError)
+        if self.window not in WINDOW_CODES:
+            raise ValueError(f"window must be one of {WINDOW_CODES}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}")
+
+
+def check_geometry(H, W, tile, overlap, exc=BitstreamError):
+    if not (1 <= H <= MAX_DIM and 1 <= W <= MAX_DIM) or H * W > MAX_PIXELS:
+        raise exc(f"image size {H}x{W} exceeds the maximum ({MAX_DIM} per side, {MAX_PIXELS} pixels)")
+    if not 8 <= tile <= 4096:
+        raise exc(f"tile size {tile} outside [8, 4096]")
+    if not 0 <= overlap < tile:
+        raise exc(f"overlap {overlap} must lie in [0, tile)")
+
+
+def grid_shape(H: int, W: int, tile: int, overlap: int) -> tuple[int, int]:
+    """Tile rows and columns (the same rule as ``pc15jax.tile_starts``)."""
+    stride = tile - overlap
+    f = lambda L: 1 if L <= tile else -(-(L - tile) // stride) + 1  # noqa: E731
+    return f(H), f(W)
+
+
+@dataclasses.dataclass(frozen=True)
+class TileRec:
+    """One tile's record, as users inspect streams.
+
+    Attributes:
+      tile_id: raster index. gen_id: generator id (0 = FLAT: DC only). qv_id: index of the
+      quantised parameter vector within the generator's grid (C order over its searched
+      parameters). seed: seed symbol. rec_flags: bit 0 set when the tile has an atom.
+      payload_fmt, payload: reserved (0, b""). gain_q: quantised amplitude. offset_q: quantised DC.
+    """
+
+    tile_id: int
+    gen_id: int
+    qv_id: int
+    seed: int
+    rec_flags: int = 0
+    payload_fmt: int = 0
+    payload: bytes = b""
+    gain_q: int = 0
+    offset_q: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["payload"] = self.payload.hex()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TileRec":
+        d = dict(d)
+        p = d.get("payload", b"")
+        d["payload"] = bytes.fromhex(p) if isinstance(p, str) else bytes(p)
+        return cls(**d)
+
+
+def _canonical_meta(meta) -> bytes:
+    try:
+        b = json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"header meta must be JSON-serialisable: {e}") from None
+    if len(b) > 65535:
+        raise ValueError("header meta is too large (> 65535 bytes as JSON)")
+    return b
+
+
+def pack_stream(h: StreamHeader, n_a: int, a_words: bytes, n_b: int, b_words: bytes) -> bytes:
+    """Header + two rANS payloads -> bytes."""
+    wp = float("nan") if h.window_param is None else float(h.window_param)
+    tid = h.table_id.encode("ascii")
+    if not 0 < len(tid) < 256:
+        raise ValueError("table id must be 1-255 ASCII characters")
+    meta = _canonical_meta(h.meta)
+    head = _FIXED.pack(MAGIC, VERSION, LAYOUTS.index(h.layout), h.H, h.W, h.tile, h.overlap,
+                       WINDOW_CODES.index(h.window), wp, h.seed, h.gain_step, h.dc_step, h.gamma_seam, h.seam_power)
+    head += struct.pack("<B", len(tid)) + tid + struct.pack("<H", len(meta)) + meta
+    head += struct.pack("<I", zlib.crc32(head))
+    body = struct.pack("<IIII", n_a, len(a_words) // 2, n_b, len(b_words) // 2) + a_words + b_words
+    return head + body + struct.pack("<I", zlib.crc32(body))
+
+
+def unpack_stream(data: bytes) -> tuple[StreamHeader, int, bytes, int, bytes]:
+    """Bytes -> (header, symbols in A, A words, symbols in B, B words). Raises BitstreamError."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise BitstreamError("not a PC15 stream (wrong magic)")
+    if len(data) < 5:
+        raise BitstreamError("truncated header")
+    if data[4] != VERSION:
+        raise BitstreamError(f"unsupported PC15 version {data[4]} (this decoder reads version {VERSION})")
+    if len(data) < _FIXED.size + 1:
+        raise BitstreamError("truncated header")
+    (_, _, layout, H, W, tile, overlap, window, wp, seed, gain_step, dc_step, gamma, power) = _FIXED.unpack_from(data)
+    pos = _FIXED.size
+    n_tid = data[pos]
+    pos += 1
+    if len(data) < pos + n_tid + 2:
+        raise BitstreamError("truncated header")
+    tid_b = data[pos:pos + n_tid]
+    pos += n_tid
+    (n_meta,) = struct.unpack_from("<H", data, pos)
+    pos += 2
+    if len(data) < pos + n_meta + 4:
+        raise BitstreamError("truncated header")
+    meta_b = data[pos:pos + n_meta]
+    pos += n_meta
+    (crc,) = struct.unpack_from("<I", data, pos)
+    if zlib.crc32(data[:pos]) != crc:
+        raise BitstreamError("header CRC mismatch (corrupt header)")
+    pos += 4
+    # The CRC matched: now validate what the fields mean.
+    if layout >= len(LAYOUTS):
+        raise BitstreamError(f"unknown colour layout code {layout}")
+    if window >= len(WINDOW_CODES):
+        raise BitstreamError(f"unknown window code {window}")
+    check_geometry(H, W, tile, overlap)
+    for name, v in (("gain_step", gain_step), ("dc_step", dc_step)):
+        if not (math.isfinite(v) and v > 0):
+            raise BitstreamError(f"invalid {name} {v}")
+    if not (math.isfinite(gamma) and gamma >= 0 and math.isfinite(power) and power > 0):
+        raise BitstreamError("invalid seam parameters")
+    if not (math.isnan(wp) or (math.isfinite(wp) and wp >= 0)):
+        raise BitstreamError("invalid window parameter")
+    try:
+        tid = tid_b.decode("ascii")
+        meta = json.loads(meta_b.decode("utf-8")) if n_meta else {}
+    except (UnicodeDecodeError, ValueError):
+        raise BitstreamError("corrupt header strings") from None
+    if len(data) < pos + 16 + 4:
+        raise BitstreamError("truncated body")
+    body_start = pos
+    n_a, w_a, n_b, w_b = struct.unpack_from("<IIII", data, pos)
+    pos += 16
+    end = pos + 2 * (w_a + w_b)
+    if end + 4 > len(data):
+        raise BitstreamError("truncated body")
+    if end + 4 < len(data):
+        raise BitstreamError(f"{len(data) - end - 4} trailing bytes after the stream")
+    (crc,) = struct.unpack_from("<I", data, end)
+    if zlib.crc32(data[body_start:end]) != crc:
+        raise BitstreamError("payload CRC mismatch (corrupt data)")
+    ny, nx = grid_shape(H, W, tile, overlap)
+    if n_a < ny * nx:
+        raise BitstreamError("stream holds fewer symbols than tiles")
+    h = StreamHeader(H=H, W=W, tile=tile, overlap=overlap, window=WINDOW_CODES[window],
+                     window_param=None if math.isnan(wp) else float(wp), seed=seed, gain_step=gain_step,
+                     dc_step=dc_step, gamma_seam=gamma, seam_power=power, table_id=tid, layout=LAYOUTS[layout],
+                     meta=meta)
+    return h, n_a, data[pos:pos + 2 * w_a], n_b, data[pos + 2 * w_a:end]
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write through a temporary file in the target folder, then rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
