@@ -1,0 +1,97 @@
+"""Host rANS coder: tables, round trips (hypothesis), size against constriction and the entropy bound."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import pc15jax as pc
+from pc15jax.bitstream import rans as R
+
+
+def test_build_tables_normalises_and_keeps_every_symbol():
+    t = pc.build_rans_tables(np.array([0, 10, 0, 1000, 3]), precision=12)
+    assert int(t.freq.sum()) == 4096 and np.all(t.freq >= 1)
+    assert t.cdf[0] == 0 and t.cdf[-1] == 4096
+    assert np.array_equal(np.repeat(np.arange(5), t.freq), t.lut)
+    s = pc.build_rans_tables(np.array([2, 2, 1]), precision=8, alphabet=4)
+    assert s.size == 4 and s.freq[3] >= 1 and s.freq[2] > s.freq[1]
+    with pytest.raises(ValueError, match="precision"):
+        pc.build_rans_tables([1, 2], precision=17)
+    with pytest.raises(ValueError, match="needs precision"):
+        pc.build_rans_tables(np.ones(300), precision=8)
+    with pytest.raises(ValueError, match="non-negative"):
+        pc.build_rans_tables([1, -2])
+    with pytest.raises(ValueError, match="symbols must be integers"):
+        pc.build_rans_tables(np.array([5]), alphabet=3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(0, 3000), k=st.integers(1, 4), prec=st.integers(9, 16))
+def test_round_trip_many_tables(data, n, k, prec):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    sizes = [data.draw(st.integers(1, 300)) for _ in range(k)]
+    tables = [pc.build_rans_tables(rng.dirichlet(np.ones(m) * 0.3) * 1000, precision=prec) for m in sizes]
+    tid = rng.integers(0, k, n)
+    sym = np.asarray([rng.integers(0, sizes[t]) for t in tid], np.int64)
+    enc = pc.rans_encode(sym, tables, tid)
+    np.testing.assert_array_equal(pc.rans_decode(enc, tables, n, tid), sym)
+
+
+def test_lane_paths_agree_and_long_streams_round_trip():
+    rng = np.random.default_rng(0)
+    t = pc.build_rans_tables(rng.dirichlet(np.ones(50)) * 1e4, precision=14)
+    sym = rng.integers(0, 50, 5000)
+    start, freq = t.cdf[sym].astype(np.uint64), t.freq[sym].astype(np.uint64)
+    np.testing.assert_array_equal(R._encode_scalar(start, freq, 14), R._encode_lanes(start, freq, 14, 1))
+    n = (1 << 18) + 777  # 64 interleaved lanes
+    assert R.lanes_for(n) == 64
+    long = rng.integers(0, 50, n)
+    np.testing.assert_array_equal(pc.rans_decode(pc.rans_encode(long, t), t, n), long)
+
+
+def test_corrupt_payloads_raise_bitstream_error():
+    t = pc.build_rans_tables(np.ones(16), precision=10)
+    sym = np.random.default_rng(1).integers(0, 16, 2000)
+    enc = pc.rans_encode(sym, t)
+    for bad in (enc[:-2], enc[:3], enc + b"\x00\x00", enc[1:], b""):
+        with pytest.raises(pc.BitstreamError):
+            pc.rans_decode(bad, t, 2000)
+    with pytest.raises(pc.BitstreamError):
+        pc.rans_decode(enc, t, 1999)
+    with pytest.raises(ValueError, match="outside"):
+        pc.rans_encode([16], t)
+
+
+def _entropy_bytes(sym, m):
+    c = np.bincount(sym, minlength=m).astype(np.float64)
+    p = c / c.sum()
+    return -(c[c > 0] * np.log2(p[c > 0])).sum() / 8
+
+
+@pytest.mark.parametrize("n,m,conc", [(10_000, 40, 0.3), (20_000, 256, 1.0), (50_000, 8, 0.2)])
+def test_size_against_constriction_and_entropy(n, m, conc):
+    constriction = pytest.importorskip("constriction")
+    rng = np.random.default_rng(n)
+    sym = rng.choice(m, n, p=rng.dirichlet(np.ones(m) * conc))
+    t = pc.build_rans_tables(np.bincount(sym, minlength=m), precision=16)
+    ours = len(pc.rans_encode(sym, t))
+    coder = constriction.stream.stack.AnsCoder()
+    model = constriction.stream.model.Categorical(t.freq.astype(np.float64) / 2**16, perfect=False)
+    coder.encode_reverse(sym.astype(np.int32), model)
+    theirs = 4 * len(coder.get_compressed())
+    assert ours <= theirs * 1.005 + 8, (ours, theirs)
+    assert ours <= _entropy_bytes(sym, m) * 1.01, (ours, _entropy_bytes(sym, m))
+
+
+def test_bitstream_package_never_imports_jax():
+    for f in (Path(pc.__file__).parent / "bitstream").glob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                assert name.split(".")[0] in {"numpy", "dataclasses", "hashlib", "json", "os", "pathlib", "typing",
+                                              "struct", "zlib", "tempfile", "math", "__future__"}, (f.name, name)
