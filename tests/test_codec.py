@@ -127,6 +127,9 @@ def _body(words_a=b"", words_b=b"", n_a=0, n_b=0):
     (_header_bytes() + _body(n_a=10), "fewer symbols"),
     (_header_bytes() + _body(n_a=10**9), "structure symbols"),
     (_header_bytes() + struct.pack("<IIII", 42, 10**9, 0, 0), "truncated body"),
+    (_header_bytes() + _body(words_a=b"\1\0\1\0", n_a=35 * 17), "cannot hold"),
+    (_header_bytes(tile=8, overlap=7, H=16384, W=16384) + _body(), "tile samples"),
+    (_header_bytes(tile=4096, overlap=0) + _body(), "tile size"),
 ])
 def test_malformed_headers(data, match):
     with pytest.raises(pc.BitstreamError, match=match):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..bitstream import BitstreamError, rans_decode, rans_encode
+from ..bitstream.rans import check_symbol_count
 from ..bitstream.container import StreamHeader, TileRec, atomic_write_bytes, grid_shape, pack_stream, unpack_stream
 from ..bitstream.models import MAX_ATOMS, MAX_COEF, GenLayout, SymbolModel, load_table_json
 from . import generators as gens
@@ -206,6 +207,9 @@ def _parse(data: bytes):
     N = ny * nx
     if n_a > N * (1 + MAX_ATOMS):
         raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
+    a_tables = [model.index["count"], model.index["gen"]]
+    check_symbol_count(len(A), [model.tables[i] for i in a_tables], n_a)
+    check_symbol_count(len(B), [t for i, t in enumerate(model.tables) if i not in a_tables], n_b)
     a = rans_decode(A, model.tables, n_a, model.a_table_ids(N, n_a))
     count, gens_flat = a[:N], a[N:]
     if int(count.sum()) != n_a - N:

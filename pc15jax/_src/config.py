@@ -46,7 +46,7 @@ class CodecConfig:
     ``lambda_rd`` is the distortion one bit per pixel is worth.
 
     Attributes:
-      tile: tile size ``T`` in pixels (>= 8).
+      tile: tile size ``T`` in pixels, 8..256 (the dictionary holds every atom at this size).
       overlap: tile overlap in pixels, ``0 <= overlap < tile``.
       lambda_rd: rate weight (>= 0). Larger -> fewer bits.
       alpha_mix: SSIM share of the distortion, in [0, 1].
@@ -89,7 +89,7 @@ class CodecConfig:
     table_id: str = "pc15-v1"
 
     def __post_init__(self):
-        _int("tile", self.tile, 8, 4096)
+        _int("tile", self.tile, 8, 256)
         _int("overlap", self.overlap, 0)
         if self.overlap >= self.tile:
             raise ValueError(f"overlap must be smaller than tile, got overlap={self.overlap} tile={self.tile}")

@@ -32,12 +32,14 @@ import numpy as np
 from .errors import BitstreamError
 
 __all__ = ["StreamHeader", "TileRec", "pack_stream", "unpack_stream", "atomic_write_bytes", "MAGIC", "VERSION",
-           "MAX_DIM", "MAX_PIXELS", "WINDOW_CODES", "LAYOUTS"]
+           "MAX_DIM", "MAX_PIXELS", "MAX_TILE", "MAX_TILE_SAMPLES", "WINDOW_CODES", "LAYOUTS"]
 
 MAGIC = b"PC15"
 VERSION = 15
 MAX_DIM = 1 << 16  # each side, pixels
 MAX_PIXELS = 1 << 28  # H * W
+MAX_TILE = 256  # the decoder renders atoms at tile size: bounds its dictionary (~1.1 GB at 256)
+MAX_TILE_SAMPLES = 1 << 30  # tiles * tile**2: bounds the decoded tile stack (4 GiB of float32)
 WINDOW_CODES = ("hann", "tukey", "kaiser")
 LAYOUTS = ("Y",)
 _FIXED = struct.Struct("<4sBBIIHHBfIffff")
@@ -74,10 +76,13 @@ class StreamHeader:
 def check_geometry(H, W, tile, overlap, exc=BitstreamError):
     if not (1 <= H <= MAX_DIM and 1 <= W <= MAX_DIM) or H * W > MAX_PIXELS:
         raise exc(f"image size {H}x{W} exceeds the maximum ({MAX_DIM} per side, {MAX_PIXELS} pixels)")
-    if not 8 <= tile <= 4096:
-        raise exc(f"tile size {tile} outside [8, 4096]")
+    if not 8 <= tile <= MAX_TILE:
+        raise exc(f"tile size {tile} outside [8, {MAX_TILE}]")
     if not 0 <= overlap < tile:
         raise exc(f"overlap {overlap} must lie in [0, tile)")
+    ny, nx = grid_shape(H, W, tile, overlap)
+    if ny * nx * tile * tile > MAX_TILE_SAMPLES:
+        raise exc(f"{ny * nx} tiles of {tile}x{tile} exceed the maximum of {MAX_TILE_SAMPLES} tile samples")
 
 
 def grid_shape(H: int, W: int, tile: int, overlap: int) -> tuple[int, int]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import BitstreamError
 
-__all__ = ["RansTable", "build_rans_tables", "rans_encode", "rans_decode", "lanes_for", "RANS_L"]
+__all__ = ["RansTable", "build_rans_tables", "rans_encode", "rans_decode", "lanes_for", "check_symbol_count", "RANS_L"]
 
 RANS_L = 1 << 16  # lower bound of the normalised state interval
 MAX_PRECISION = 16
@@ -115,6 +115,18 @@ def lanes_for(n: int) -> int:
     symbols; 64 numpy lanes (similar speed, 256 bytes of flush) for longer streams.
     """
     return 1 if n < (1 << 18) else 64
+
+
+def check_symbol_count(nbytes: int, tables, n: int) -> None:
+    """Raise BitstreamError if ``nbytes`` of payload cannot hold ``n`` symbols of these tables.
+
+    Every symbol costs at least ``-log2(max p)`` bits, so a payload bounds the symbol count: this is
+    checked before anything of size ``n`` is allocated (a corrupt count cannot exhaust memory).
+    """
+    tables = [tables] if isinstance(tables, RansTable) else list(tables)
+    min_bits = min(t.precision - np.log2(float(t.freq.max())) for t in tables)
+    if n and n > (8 * nbytes + 64) / max(min_bits, 1e-9) + 64:
+        raise BitstreamError(f"rANS payload of {nbytes} bytes cannot hold {n} symbols")
 
 
 def _prepare_tables(tables, table_ids, n):
@@ -222,6 +234,7 @@ def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, ta
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     n = int(n)
+    check_symbol_count(len(data), tables, n)
     tables, tid, prec = _prepare_tables(tables, table_ids, n)
     buf = bytes(data)
     if len(buf) % 2:
