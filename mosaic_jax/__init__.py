@@ -1,0 +1,39 @@
+"""mosaic_jax: photometrically clean grid-mode mosaics of astronomical frames, in JAX.
+
+Frames are stacked per tile of a global grid; tiles are brought to one photometric scale
+(robust gain/offset fits on coverage-masked overlaps, solved globally over the overlap graph),
+RGB tiles get their channel medians equalised right after stacking, and tiles are feathered
+into the canvas. Arrays are float32 ``[H, W, C]`` (mono ``[H, W, 1]``); NaN means no data.
+"""
+
+from mosaic_jax._src.feather import assemble, feather_weights
+from mosaic_jax._src.photometry import (
+    PhotometrySolution,
+    apply_tile_photometric_scaling,
+    compute_tile_photometric_scaling,
+    equalize_rgb_medians,
+    noise_sigma,
+    overlap_mask,
+    reference_tile_scaling,
+    select_reference_tile,
+    solve_tile_photometry,
+)
+from mosaic_jax._src.stack import frame_weights, stack_frames
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "PhotometrySolution",
+    "apply_tile_photometric_scaling",
+    "assemble",
+    "compute_tile_photometric_scaling",
+    "equalize_rgb_medians",
+    "feather_weights",
+    "frame_weights",
+    "noise_sigma",
+    "overlap_mask",
+    "reference_tile_scaling",
+    "select_reference_tile",
+    "solve_tile_photometry",
+    "stack_frames",
+)

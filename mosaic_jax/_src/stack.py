@@ -1,0 +1,212 @@
+"""Stacking the frames of one grid tile: per-frame normalisation, outlier rejection, weighted mean.
+
+Data contract: ``frames`` is float32 ``[N, H, W, C]`` on the tile's pixel grid, NaN where a frame
+has no data (frames usually overlap only partly inside a tile). Weights are per-frame scalars
+``[N]`` or maps ``[N, H, W]``. Rejection runs per pixel across frames, in chunks of rows
+(``lax.map``), so memory stays bounded by ``N * chunk_rows * W * C``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .photometry import MIN_PIXELS, _as_hwc, _scaling, noise_sigma, solve_tile_photometry
+
+__all__ = ["stack_frames", "frame_weights", "NORMALIZE", "REJECT"]
+
+log = logging.getLogger("mosaic_jax")
+
+NORMALIZE = ("overlap", "linear_fit", "median", "none")
+REJECT = ("winsorized", "kappa", "none")
+
+
+def _as_nhwc(frames) -> jax.Array:
+    f = jnp.asarray(frames)
+    if f.ndim == 3:
+        f = f[..., None]
+    if f.ndim != 4:
+        raise ValueError(f"frames must be [N, H, W, C] (or [N, H, W] for mono), got shape {f.shape}")
+    if f.shape[0] < 1:
+        raise ValueError("at least one frame is required")
+    return f.astype(jnp.float32)
+
+
+def frame_weights(frames, exposure=None) -> np.ndarray:
+    """Inverse noise variance per frame (noise from neighbour differences, robust to stars),
+    times the exposure when given -> float32 ``[N]``, normalised to mean 1."""
+    f = _as_nhwc(frames)
+    sig = jax.vmap(lambda fr: jnp.nanmean(jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(fr)))(f)
+    sig = np.asarray(sig, np.float64)
+    w = np.where(np.isfinite(sig) & (sig > 0), 1.0 / np.maximum(sig, 1e-30) ** 2, 0.0)
+    if exposure is not None:
+        w = w * np.asarray(exposure, np.float64).reshape(-1)
+    if not np.any(w > 0):
+        return np.ones(f.shape[0], np.float32)
+    return (w / w[w > 0].mean()).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation
+# ----------------------------------------------------------------------------------------------
+
+
+def _normalise(f, mode: str, gain_bounds):
+    N, H, W, C = f.shape
+    valid = jnp.all(jnp.isfinite(f), axis=-1)  # [N, H, W]
+    counts = jnp.einsum("nk,mk->nm", valid.reshape(N, -1).astype(jnp.float32),
+                        valid.reshape(N, -1).astype(jnp.float32), precision=lax.Precision.HIGHEST)
+    counts = np.asarray(counts)
+    ref = int(np.argmax(np.diag(counts)))
+    gains = np.ones((N, C), np.float32)
+    offsets = np.zeros((N, C), np.float32)
+    lo, hi = jnp.float32(gain_bounds[0]), jnp.float32(gain_bounds[1])
+    if mode == "none" or N == 1:
+        return f, gains, offsets
+    if mode == "median":
+        def med_off(fr, m):
+            both = m & valid[ref]
+            return jax.vmap(lambda a, b: jnp.nanmedian(jnp.where(both, a, jnp.nan)) -
+                            jnp.nanmedian(jnp.where(both, b, jnp.nan)), in_axes=(2, 2))(f[ref], fr)
+        off = np.asarray(lax.map(lambda a: med_off(*a), (f, valid)))
+        offsets = np.where(np.isfinite(off), off, 0.0).astype(np.float32)
+    elif mode == "linear_fit":
+        fit = lax.map(lambda a: _scaling(f[ref], a[0], a[1] & valid[ref], lo, hi), (f, valid))
+        gains, offsets = np.asarray(fit.gain), np.asarray(fit.offset)
+    else:  # overlap: every pair that shares enough pixels, solved globally
+        ii, jj = np.triu_indices(N, 1)
+        keep = counts[ii, jj] >= MIN_PIXELS
+        pairs = np.stack([ii[keep], jj[keep]], axis=1)
+        if len(pairs):
+            pi, pj = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
+            fit = lax.map(lambda a: _scaling(f[a[0]], f[a[1]], valid[a[0]] & valid[a[1]], lo, hi), (pi, pj))
+            sol = solve_tile_photometry(N, pairs, np.asarray(fit.gain), np.asarray(fit.offset),
+                                        pair_weights=counts[pairs[:, 0], pairs[:, 1]], gauge=ref)
+            gains, offsets = sol.gains, sol.offsets
+    log.debug("[GRID] frame normalisation (%s, reference frame %d): gains %s offsets %s", mode, ref,
+              np.round(gains, 5).tolist(), np.round(offsets, 5).tolist())
+    out = jnp.where(jnp.isfinite(f), f * jnp.asarray(gains)[:, None, None, :] + jnp.asarray(offsets)[:, None, None, :], f)
+    return out, gains, offsets
+
+
+# ----------------------------------------------------------------------------------------------
+# Rejection + weighted mean (per pixel across frames)
+# ----------------------------------------------------------------------------------------------
+
+
+def _nanstd(v, keep):
+    n = jnp.maximum(jnp.sum(keep, 0), 1).astype(jnp.float32)
+    m = jnp.sum(jnp.where(keep, v, 0.0), 0) / n
+    return jnp.sqrt(jnp.sum(jnp.where(keep, (v - m) ** 2, 0.0), 0) / n)
+
+
+def _kappa_keep(v, fin, klo, khi, n_iter):
+    def body(_, keep):
+        c = jnp.nanmedian(jnp.where(keep, v, jnp.nan), axis=0)
+        s = _nanstd(v, keep)
+        return keep & (v >= c - klo * s) & (v <= c + khi * s)
+
+    return lax.fori_loop(0, n_iter, body, fin)
+
+
+def _winsorized_keep(v, fin, klo, khi, lims, n_iter):
+    """Winsorized sigma clipping: robust centre/scale from values clipped at the winsor quantiles,
+    refined by Huber iterations on winsorized values, then reject beyond kappa * sigma."""
+    vn = jnp.where(fin, v, jnp.nan)
+    qlo = jnp.nanquantile(vn, lims[0], axis=0)
+    qhi = jnp.nanquantile(vn, 1.0 - lims[1], axis=0)
+    w = jnp.clip(v, qlo, qhi)
+    c = jnp.nanmedian(vn, axis=0)
+    s = _nanstd(w, fin)
+
+    def huber(_, cs):
+        c, s = cs
+        w = jnp.clip(v, c - 1.5 * s, c + 1.5 * s)
+        n = jnp.maximum(jnp.sum(fin, 0), 1).astype(jnp.float32)
+        c = jnp.sum(jnp.where(fin, w, 0.0), 0) / n
+        return c, 1.134 * _nanstd(w, fin)
+
+    c, s = lax.fori_loop(0, n_iter, huber, (c, s))
+    return fin & (v >= c - klo * s) & (v <= c + khi * s)
+
+
+@partial(jax.jit, static_argnames=("reject", "n_iter", "chunk"))
+def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int):
+    N, H, W, C = f.shape
+    Hp = -(-H // chunk) * chunk
+    pad = ((0, 0), (0, Hp - H), (0, 0), (0, 0))
+    fp = jnp.pad(f, pad, constant_values=jnp.nan).reshape(N, Hp // chunk, chunk, W, C).transpose(1, 0, 2, 3, 4)
+    wp = jnp.pad(w, pad[:3] + ((0, 0),)[:0]).reshape(N, Hp // chunk, chunk, W).transpose(1, 0, 2, 3)
+
+    def one(args):
+        v, wt = args  # [N, chunk, W, C], [N, chunk, W]
+        fin = jnp.isfinite(v)
+        if reject == "kappa":
+            keep = _kappa_keep(v, fin, klo, khi, n_iter)
+        elif reject == "winsorized":
+            keep = _winsorized_keep(v, fin, klo, khi, lims, n_iter)
+        else:
+            keep = fin
+        ww = jnp.where(keep, wt[..., None], 0.0)
+        den = jnp.sum(ww, 0)
+        num = jnp.sum(ww * jnp.where(keep, v, 0.0), 0)
+        out = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+        return out, jnp.mean(jnp.sum(keep, 0).astype(jnp.float32), axis=-1)
+
+    out, cov = lax.map(one, (fp, wp))
+    return out.reshape(Hp, W, C)[:H], cov.reshape(Hp, W)[:H]
+
+
+def stack_frames(frames, weights=None, *, normalize: str = "overlap", reject: str = "winsorized",
+                 kappa=(3.0, 3.0), winsor_limits=(0.05, 0.05), n_iter: int = 5, chunk_rows: int = 64,
+                 gain_bounds=(0.5, 2.0)):
+    """Stack the frames of one tile (NaN-aware).
+
+    Args:
+      frames: ``[N, H, W, C]`` (or ``[N, H, W]``), NaN where a frame has no data.
+      weights: per-frame ``[N]`` or per-pixel ``[N, H, W]``; default :func:`frame_weights`
+        (inverse sky-noise variance).
+      normalize: ``"overlap"`` (pairwise robust fits over the frames' overlaps, solved globally
+        with :func:`solve_tile_photometry`, gauge = the frame with the most pixels),
+        ``"linear_fit"`` (each frame fitted to that frame), ``"median"`` (offsets matching the
+        medians over common pixels) or ``"none"``.
+      reject: ``"winsorized"`` (winsorized sigma clipping with Huber iterations), ``"kappa"``
+        (iterative kappa-sigma around the median) or ``"none"``.
+      kappa: ``(low, high)`` rejection thresholds in sigma. winsor_limits: quantiles clipped at
+        each end before the scale estimate. n_iter: clipping iterations. chunk_rows: rows per chunk.
+
+    Returns:
+      ``(stacked [H, W, C] float32 (NaN where no frame survives), coverage [H, W] float32)``:
+      coverage is the number of frames kept per pixel (mean over channels).
+    """
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
+    if reject not in REJECT:
+        raise ValueError(f"reject must be one of {REJECT}, got {reject!r}")
+    klo, khi = (float(k) for k in kappa)
+    if not (klo > 0 and khi > 0):
+        raise ValueError(f"kappa must be positive, got {kappa}")
+    lims = tuple(float(v) for v in winsor_limits)
+    if not (0 <= lims[0] < 0.5 and 0 <= lims[1] < 0.5):
+        raise ValueError(f"winsor_limits must lie in [0, 0.5), got {winsor_limits}")
+    if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    f = _as_nhwc(frames)
+    N, H, W, C = f.shape
+    if weights is None:
+        weights = frame_weights(f)
+    w = jnp.asarray(weights, jnp.float32)
+    if w.shape == (N,):
+        w = jnp.broadcast_to(w[:, None, None], (N, H, W))
+    if w.shape != (N, H, W):
+        raise ValueError(f"weights must be [N] or [N, H, W] = [{N}] or [{N}, {H}, {W}], got {tuple(w.shape)}")
+    if not bool(jnp.all(jnp.isfinite(w) & (w >= 0))):
+        raise ValueError("weights must be finite and non-negative")
+    f, _, _ = _normalise(f, normalize, gain_bounds)
+    return _combine(f, w, jnp.float32(klo), jnp.float32(khi), jnp.asarray(lims, jnp.float32), reject=reject,
+                    n_iter=int(n_iter), chunk=int(min(chunk_rows, H)))
