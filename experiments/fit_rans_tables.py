@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 CORPUS = ("camera", "astronaut", "coffee", "chelsea", "rocket", "coins", "moon", "page", "grass", "gravel",
           "brick", "hubble_deep_field", "immunohistochemistry", "text", "clock")
-LAMBDAS = (0.1, 0.5, 2.0)
+LAMBDAS = (0.05, 0.2, 0.5, 2.0)
 
 
 def corpus_images() -> list[tuple[str, np.ndarray]]:
@@ -60,22 +60,19 @@ def count_symbols(table_id: str, images, lambdas) -> dict:
     for name, img, lam in tqdm(jobs, desc=f"encoding with {table_id}", unit="img"):
         cfg = pc.CodecConfig(lambda_rd=lam, table_id=table_id)
         enc = pc.encode_y(img, cfg)
-        h, recs = pc.read_bitstream(enc["bitstream"])
+        _, count, gen, params, seed, coef, dc = codec._parse(enc["bitstream"])
         ny, nx = enc["stats"]["grid"]
-        dc = np.asarray([r.offset_q for r in recs])
         np.add.at(counts["dc"], dc_delta(dc, ny, nx) + MAX_DC, 1)
-        for r in recs:
-            counts["count"][1 if r.gen_id else 0] += 1
-            if not r.gen_id:
-                continue
-            g = layout[r.gen_id]
-            counts["gen"][g.id] += 1
-            shape = [g.levels[i] for i in g.searched]
-            for i, v in zip(g.searched, np.unravel_index(r.qv_id, shape) if shape else ()):
-                counts["param"][f"{g.name}.{g.param_names[i]}"][v] += 1
-            if g.n_seeds > 1:
-                counts["seed"][g.name][r.seed] += 1
-            counts["coef"][r.gain_q + MAX_COEF] += 1
+        np.add.at(counts["count"], count, 1)
+        for t in range(count.shape[0]):
+            for k in range(int(count[t])):
+                g = layout[int(gen[t, k])]
+                counts["gen"][g.id] += 1
+                for i in g.searched:
+                    counts["param"][f"{g.name}.{g.param_names[i]}"][params[t, k, i]] += 1
+                if g.n_seeds > 1:
+                    counts["seed"][g.name][seed[t, k]] += 1
+                counts["coef"][coef[t, k] + MAX_COEF] += 1
     return counts
 
 

@@ -118,7 +118,10 @@ def _reference_costs(tiles, cfg, tables):
                       recon.reshape(len(tiles), -1, T, T), w, cfg.alpha_mix)
     coef_bits = np.asarray(tables.coef_bits)[(k + cfg.max_coef).astype(int)]
     coef_bits[:, 0] = 0
-    bits = np.asarray(tables.static_bits)[None] + coef_bits + np.asarray(tables.dc_bits)[dc_q.astype(int)][:, None]
+    cnt = np.asarray(tables.count_bits)
+    count_bits = np.where(np.arange(atoms.shape[0]) == 0, cnt[0], cnt[1])[None]
+    bits = (np.asarray(tables.static_bits)[None] + coef_bits + count_bits
+            + np.asarray(tables.dc_bits)[dc_q.astype(int)][:, None])
     j = d + cfg.lambda_rd * bits / n
     return np.where(np.asarray(tables.allowed)[None], j, np.inf)
 
@@ -252,3 +255,44 @@ def test_tiny_images(shape):
 def test_search_image_rejects_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         pc.search_image(bad, CFG)
+
+
+# ---------------------------------------------------------------------------------------------- several atoms
+
+def test_later_stage_distortion_matches_direct_metric(camera):
+    tiles = jnp.asarray(_photo_tiles(camera, n=64, seed=13))
+    t = S.default_tables(CFG)
+    prm = S.SearchParams.from_config(CFG.replace(lambda_rd=0.01))
+    first = S._search(tiles, t, prm, mode="exhaustive", beam=4, shortlist=4)
+    count = (first.atom != 0).astype(jnp.int32)
+    more = S._search_more(tiles, first.recon, first.dc_q, count, t, prm, mode="exhaustive", beam=4, shortlist=4)
+    w = jnp.asarray((np.asarray(t.sw) ** 2).reshape(16, 16))
+    direct = pc.tile_distortion(tiles, more.recon, w, jnp.float32(CFG.alpha_mix))
+    np.testing.assert_allclose(np.asarray(more.distortion), np.asarray(direct), atol=5e-5)
+    added = np.asarray(more.atom) != 0
+    assert added.any()
+    assert np.all(np.asarray(more.distortion)[added] <= np.asarray(first.distortion)[added] + 1e-6)
+
+
+def test_two_planted_atoms_are_recovered(dic):
+    g1, g2 = pc.get_generator("EDGE"), pc.get_generator("COSINE")
+    a1 = int(dic.atom_index([g1.id], [[10, 6, 0, 0, 0, 0]], [0])[0])
+    a2 = int(dic.atom_index([g2.id], [[3, 5, 0, 0, 0, 0]], [0])[0])
+    step = CFG.gain_step * 16.0
+    tile = (64 * CFG.dc_step + 8 * step * np.asarray(dic.atoms[a1] / dic.sw)
+            + 5 * step * np.asarray(dic.atoms[a2] / dic.sw)).reshape(16, 16)
+    res = S.search_atoms(tile[None], CFG.replace(lambda_rd=0.001, max_atoms=4))
+    assert int(res.count[0]) >= 2
+    assert {a1, a2} <= set(np.asarray(res.atom[0]).tolist())
+    np.testing.assert_allclose(np.asarray(res.recon[0]), tile, atol=2e-3)
+
+
+def test_more_atoms_never_raise_the_error_and_respect_max_atoms(camera):
+    tiles = _photo_tiles(camera, n=40, seed=17)
+    one = S.search_atoms(tiles, CFG.replace(lambda_rd=0.02, max_atoms=1))
+    many = S.search_atoms(tiles, CFG.replace(lambda_rd=0.02, max_atoms=6))
+    assert int(jnp.max(one.count)) <= 1 and int(jnp.max(many.count)) <= 6 and int(jnp.max(many.count)) > 1
+    e1 = np.mean((np.asarray(one.recon) - tiles) ** 2, axis=(1, 2))
+    e6 = np.mean((np.asarray(many.recon) - tiles) ** 2, axis=(1, 2))
+    assert np.all(e6 <= e1 + 1e-7) and e6.mean() < 0.8 * e1.mean()
+    np.testing.assert_array_equal(np.asarray(many.atom)[np.arange(6)[None, :] >= np.asarray(many.count)[:, None]], 0)

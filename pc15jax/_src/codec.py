@@ -10,6 +10,7 @@ exactly on one backend.
 from __future__ import annotations
 
 import functools
+import struct
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +28,7 @@ from .config import CodecConfig
 from .dictionary import get_dictionary
 from .pipeline import as_gray_float
 from .score import RateModel
-from .search import SearchTables, make_tables, search_tiles
+from .search import SearchTables, make_tables, search_atoms
 from .tiling import TileGridCfg, blend, extract_tiles, tile_image
 
 __all__ = ["encode_y", "decode_y", "read_bitstream", "write_bitstream", "stream_info", "codec_tables", "symbol_model",
@@ -49,16 +50,15 @@ def symbol_model(table_id: str) -> SymbolModel:
 def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     """Bit costs for the search from the coder's own tables (``-log2 p``).
 
-    ``gen_bits[0]`` is the cost of a tile with no atom (count 0); ``gen_bits[g]`` the cost of
-    one atom (count 1) of generator ``g``. The DC cost does not depend on the candidate (it is
-    coded as a difference to a neighbour), so it enters as a constant: the table's entropy.
+    The DC cost does not depend on the candidate (it is coded as a difference to a neighbour),
+    so it enters as a constant: the table's entropy.
     """
     bank = gens.list_generators()
     G = len(bank)
     L = max(p.levels for g in bank for p in g.params)
     S = max(max(g.n_seeds for g in bank), 1)
     cnt, gen = model.bits("count"), model.bits("gen")
-    gen_bits = np.concatenate([[cnt[0]], cnt[1] + gen[1:]])
+    gen_bits = np.concatenate([[0.0], gen[1:]])
     param_bits = np.zeros((G, gens.MAX_PARAMS, L))
     seed_bits = np.zeros((G, S))
     for g in bank:
@@ -72,7 +72,7 @@ def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     p_dc = np.exp2(-dc)
     dc_bits = np.full((cfg.dc_levels,), float(np.sum(p_dc * dc) / np.sum(p_dc)))
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    return RateModel(f32(gen_bits), f32(param_bits), f32(seed_bits), f32(coef), f32(dc_bits))
+    return RateModel(f32(cnt), f32(gen_bits), f32(param_bits), f32(seed_bits), f32(coef), f32(dc_bits))
 
 
 @functools.lru_cache(maxsize=8)
@@ -122,6 +122,26 @@ def _reconstruct_image(h: StreamHeader, count, gen, params, seed, coef, dc_q) ->
     return np.asarray(jax.device_get(jnp.clip(img, 0.0, 1.0)))
 
 
+_EXTRA = struct.Struct("<BIBh")  # payload_fmt 1: gen_id, qv_id, seed, gain_q of every further atom
+
+
+def _qv(g, params_row) -> int:
+    idx = [int(params_row[i]) for i, p in enumerate(g.params) if p.levels > 1]
+    shape = [p.levels for p in g.params if p.levels > 1]
+    return int(np.ravel_multi_index(idx, shape)) if shape else 0
+
+
+def _unqv(g, qv: int, t: int) -> np.ndarray:
+    searched = [i for i, p in enumerate(g.params) if p.levels > 1]
+    shape = [g.params[i].levels for i in searched]
+    out = np.zeros(gens.MAX_PARAMS, np.int64)
+    if shape and not 0 <= qv < int(np.prod(shape)):
+        raise ValueError(f"record {t}: qv_id {qv} outside the grid of {g.name}")
+    for i, v in zip(searched, np.unravel_index(qv, shape) if shape else ()):
+        out[i] = v
+    return out
+
+
 def _symbols_to_records(count, gen, params, seed, coef, dc_q) -> list[TileRec]:
     bank = gens.list_generators()
     recs = []
@@ -130,36 +150,40 @@ def _symbols_to_records(count, gen, params, seed, coef, dc_q) -> list[TileRec]:
             recs.append(TileRec(t, 0, 0, 0, rec_flags=0, gain_q=0, offset_q=int(dc_q[t])))
             continue
         g = bank[int(gen[t, 0])]
-        idx = [int(params[t, 0, i]) for i, p in enumerate(g.params) if p.levels > 1]
-        shape = [p.levels for p in g.params if p.levels > 1]
-        qv = int(np.ravel_multi_index(idx, shape)) if shape else 0
-        recs.append(TileRec(t, g.id, qv, int(seed[t, 0]), rec_flags=1, gain_q=int(coef[t, 0]), offset_q=int(dc_q[t])))
+        extra = b"".join(_EXTRA.pack(int(gen[t, k]), _qv(bank[int(gen[t, k])], params[t, k]), int(seed[t, k]),
+                                     int(coef[t, k])) for k in range(1, int(count[t])))
+        recs.append(TileRec(t, g.id, _qv(g, params[t, 0]), int(seed[t, 0]), rec_flags=1,
+                            payload_fmt=1 if extra else 0, payload=extra, gain_q=int(coef[t, 0]),
+                            offset_q=int(dc_q[t])))
     return recs
 
 
 def _records_to_symbols(recs: list[TileRec]):
-    bank = gens.list_generators()
     N = len(recs)
-    count = np.zeros(N, np.int64)
-    gen = np.zeros((N, 1), np.int64)
-    params = np.zeros((N, 1, gens.MAX_PARAMS), np.int64)
-    seed = np.zeros((N, 1), np.int64)
-    coef = np.zeros((N, 1), np.int64)
+    atoms = []
     dc_q = np.zeros(N, np.int64)
     for t, r in enumerate(recs):
         if r.tile_id != t:
             raise ValueError(f"records must be in tile order: record {t} has tile_id {r.tile_id}")
         dc_q[t] = r.offset_q
         if r.gen_id == 0:
+            atoms.append([])
             continue
-        g = gens.get_generator(int(r.gen_id))
-        searched = [i for i, p in enumerate(g.params) if p.levels > 1]
-        shape = [g.params[i].levels for i in searched]
-        if shape and not 0 <= r.qv_id < int(np.prod(shape)):
-            raise ValueError(f"record {t}: qv_id {r.qv_id} outside the grid of {g.name}")
-        for i, v in zip(searched, np.unravel_index(r.qv_id, shape) if shape else ()):
-            params[t, 0, i] = v
-        count[t], gen[t, 0], seed[t, 0], coef[t, 0] = 1, g.id, r.seed, r.gain_q
+        if r.payload_fmt not in (0, 1) or len(r.payload) % _EXTRA.size:
+            raise ValueError(f"record {t}: unknown payload format {r.payload_fmt}")
+        row = [(r.gen_id, r.qv_id, r.seed, r.gain_q)]
+        row += [_EXTRA.unpack_from(r.payload, o) for o in range(0, len(r.payload), _EXTRA.size)]
+        atoms.append(row)
+    K = max(1, max(len(a) for a in atoms) if atoms else 1)
+    count = np.asarray([len(a) for a in atoms], np.int64)
+    gen = np.zeros((N, K), np.int64)
+    params = np.zeros((N, K, gens.MAX_PARAMS), np.int64)
+    seed = np.zeros((N, K), np.int64)
+    coef = np.zeros((N, K), np.int64)
+    for t, row in enumerate(atoms):
+        for k, (g_id, qv, sd, gq) in enumerate(row):
+            g = gens.get_generator(int(g_id))
+            gen[t, k], params[t, k], seed[t, k], coef[t, k] = g.id, _unqv(g, int(qv), t), sd, gq
     return count, gen, params, seed, coef, dc_q
 
 
@@ -229,8 +253,6 @@ def read_bitstream(data_or_path) -> tuple[StreamHeader, list[TileRec]]:
     """Parse a v15 stream (bytes or a file path) -> (header, one :class:`TileRec` per tile)."""
     data = _read_bytes(data_or_path)
     h, count, gen, params, seed, coef, dc_q = _parse(data)
-    if count.size and count.max() > 1:
-        raise BitstreamError("records of multi-atom tiles are not supported by TileRec")
     return h, _symbols_to_records(count, gen, params, seed, coef, dc_q)
 
 
@@ -277,20 +299,21 @@ def encode_y(image, cfg: CodecConfig | None = None) -> dict:
     spec = tile_image(x, cfg.grid)
     tiles = extract_tiles(x, spec)
     t1 = time.perf_counter()
-    res = jax.block_until_ready(search_tiles(tiles, cfg, tables))
+    res = jax.block_until_ready(search_atoms(tiles, cfg, tables))
     search_s = time.perf_counter() - t1
-    atom, coef_q, dc_q = (np.asarray(v) for v in jax.device_get((res.atom, res.coef_q, res.dc_q)))
+    atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
+                                                                                     res.dc_q)))
     dic = get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
-    count = (atom != 0).astype(np.int64)
-    gen = dic.gen_id[atom][:, None].astype(np.int64)
-    params = dic.param_idx[atom][:, None, :].astype(np.int64)
-    seed = dic.seed_sym[atom][:, None].astype(np.int64)
-    coef = coef_q[:, None].astype(np.int64)
-    data, bits = _pack(h, model, count, gen, params, seed, coef, dc_q.astype(np.int64))
-    recon = _reconstruct_image(h, count, gen, params, seed, coef, dc_q)
-    hist = Counter(gens.get_generator(int(g)).name for g, c in zip(gen[:, 0], count) if c)
+    gen = dic.gen_id[atom].astype(np.int64)
+    params = dic.param_idx[atom].astype(np.int64)
+    seed = dic.seed_sym[atom].astype(np.int64)
+    data, bits = _pack(h, model, count, gen, params, seed, coef_q, dc_q)
+    recon = _reconstruct_image(h, count, gen, params, seed, coef_q, dc_q)
+    live = np.arange(gen.shape[1])[None, :] < count[:, None]
+    hist = Counter(gens.get_generator(int(g)).name for g in gen[live])
     hist["FLAT"] = int((count == 0).sum())
     stats = {"tiles": spec.count, "grid": [spec.ny, spec.nx], "bytes": len(data), "atoms": int(count.sum()),
+             "max_atoms_used": int(count.max()) if count.size else 0,
              "generators": dict(hist.most_common()), "bits_by_class": bits, "search_s": search_s,
              "encode_s": time.perf_counter() - t0}
     return {"bitstream": data, "bpp": 8.0 * len(data) / (H * W), "recon": recon, "stats": stats}

@@ -63,6 +63,7 @@ class CodecConfig:
       dc_step: quantisation step of the tile offset (DC), in pixel units (>= 1/256).
       max_coef: largest quantised |amplitude| index (<= 1023).
       early_exit: a tile whose DC-only distortion is at most this skips the atom search.
+      max_atoms: most atoms per tile (1..16); atoms are added while each lowers ``J``.
       generators: names of the generators the search may use (``None``: all). Decoding
         never depends on it.
       table_id: frozen rANS table set (recorded in the stream; the search's bit costs come from
@@ -85,6 +86,7 @@ class CodecConfig:
     dc_step: float = 1.0 / 128.0
     max_coef: int = 1023
     early_exit: float = 1e-5
+    max_atoms: int = 8
     generators: tuple[str, ...] | None = None
     table_id: str = "pc15-v1"
 
@@ -112,6 +114,7 @@ class CodecConfig:
         _finite("dc_step", self.dc_step, lo=1.0 / 256.0, hi=1.0)
         _int("max_coef", self.max_coef, 1, 1023)
         _finite("early_exit", self.early_exit, lo=0.0)
+        _int("max_atoms", self.max_atoms, 1, 16)
         if self.generators is not None:
             if isinstance(self.generators, str):
                 raise ValueError("generators must be a sequence of names, not a single string")

@@ -24,7 +24,8 @@ class RateModel(NamedTuple):
     """Symbol costs in bits (float32 device arrays).
 
     Attributes:
-      gen_bits: ``[G]`` generator id.
+      count_bits: ``[MAX_ATOMS + 1]`` number of atoms of a tile.
+      gen_bits: ``[G]`` generator id of an atom (0 for FLAT, which is "no atom").
       param_bits: ``[G, MAX_PARAMS, L]`` level index of each parameter (0 for unsearched ones).
       seed_bits: ``[G, S]`` seed symbol (0 for unseeded generators).
       coef_bits: ``[2 * max_coef + 1]`` quantised amplitude index ``k`` at position
@@ -32,6 +33,7 @@ class RateModel(NamedTuple):
       dc_bits: ``[dc_levels]`` quantised tile offset.
     """
 
+    count_bits: jax.Array
     gen_bits: jax.Array
     param_bits: jax.Array
     seed_bits: jax.Array
@@ -43,13 +45,15 @@ class RateModel(NamedTuple):
         return (self.coef_bits.shape[0] - 1) // 2
 
 
-def uniform_rate_model(max_coef: int, dc_levels: int) -> RateModel:
-    """Fixed model: uniform generator, levels, seeds and DC; signed Elias-gamma amplitudes."""
+def uniform_rate_model(max_coef: int, dc_levels: int, max_atoms: int = 16) -> RateModel:
+    """Fixed model: uniform counts, generators, levels, seeds and DC; signed Elias-gamma amplitudes."""
     bank = gens.list_generators()
     G = len(bank)
     L = max(p.levels for g in bank for p in g.params)
     S = max(max(g.n_seeds for g in bank), 1)
+    count_bits = np.full((max_atoms + 1,), np.log2(max_atoms + 1))
     gen_bits = np.full((G,), np.log2(G))
+    gen_bits[0] = 0.0
     param_bits = np.zeros((G, gens.MAX_PARAMS, L))
     seed_bits = np.zeros((G, S))
     for g in bank:
@@ -61,7 +65,7 @@ def uniform_rate_model(max_coef: int, dc_levels: int) -> RateModel:
     coef_bits = np.where(k == 0, 1.0, 2.0 * np.floor(np.log2(np.maximum(k, 1))) + 2.0)
     dc_bits = np.full((dc_levels,), np.log2(dc_levels))
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    return RateModel(f32(gen_bits), f32(param_bits), f32(seed_bits), f32(coef_bits), f32(dc_bits))
+    return RateModel(f32(count_bits), f32(gen_bits), f32(param_bits), f32(seed_bits), f32(coef_bits), f32(dc_bits))
 
 
 def atom_static_bits(model: RateModel, gen_id: np.ndarray, param_idx: np.ndarray,

@@ -47,6 +47,8 @@ __all__ = [
     "reconstruct_tiles",
     "tile_symbols",
     "TILE_BUCKET",
+    "AtomsResult",
+    "search_atoms",
 ]
 
 TILE_BUCKET = 64
@@ -81,6 +83,7 @@ class SearchTables(NamedTuple):
     neighbours: jax.Array  # [Ac, NB] int32, -1 = none
     coef_bits: jax.Array  # [2K+1]
     dc_bits: jax.Array  # [dc_levels]
+    count_bits: jax.Array  # [MAX_ATOMS + 1]
     atom_ga: jax.Array | None  # [A, n] G(a) of the pixel-space atoms (None: computed per candidate)
     atom_va: jax.Array | None  # [A, n] G(a^2) - G(a)^2
 
@@ -137,6 +140,7 @@ def make_tables(dic: Dictionary, rate: RateModel, cfg: CodecConfig) -> SearchTab
         neighbours=jnp.asarray(nb[keep], jnp.int32),
         coef_bits=rate.coef_bits,
         dc_bits=rate.dc_bits,
+        count_bits=rate.count_bits,
         atom_ga=ga,
         atom_va=va,
     )
@@ -149,30 +153,54 @@ def make_tables(dic: Dictionary, rate: RateModel, cfg: CodecConfig) -> SearchTab
 
 class _Prep(NamedTuple):
     x: jax.Array  # [N, n] tiles
-    xc: jax.Array  # [N, n] weighted, offset-free
+    p: jax.Array  # [N, n] current reconstruction (pixel space): the DC, then DC + atoms so far
+    n_prev: jax.Array  # [N] int32 atoms so far
+    xc: jax.Array  # [N, n] weighted residual sw * (x - p), offset-free
     energy: jax.Array  # [N] |xc|^2
     dc_q: jax.Array  # [N] int32
     o_hat: jax.Array  # [N] dequantised offset
-    dc_err: jax.Array  # [N] weighted SSE of the offset quantisation
+    dc_err: jax.Array  # [N] weighted SSE along the offset direction (fixed once the DC is chosen)
     kappa: jax.Array  # [N] 1 / (2 var + C2): MSE -> (1 - SSIM) proxy
 
 
+def _weighted_split(v, t: SearchTables):
+    """``sw * v`` -> (its offset coordinate ``<sw v, e>``, the offset-free rest)."""
+    e = t.sw / jnp.sqrt(jnp.sum(t.sw * t.sw))
+    vw = v * t.sw
+    proj = jnp.dot(vw, e, precision=HIGHEST)
+    return proj, vw - proj[:, None] * e
+
+
 def _prepare(tiles, t: SearchTables, p: SearchParams) -> _Prep:
+    """First stage: choose the DC; the residual to explain is the tile minus its DC."""
     N = tiles.shape[0]
     x = tiles.reshape(N, -1).astype(jnp.float32)
     s2 = jnp.sum(t.sw * t.sw)
-    e = t.sw / jnp.sqrt(s2)
-    xw = x * t.sw
-    proj = jnp.dot(xw, e, precision=HIGHEST)
+    proj, xc = _weighted_split(x, t)
     o = proj / jnp.sqrt(s2)
-    xc = xw - proj[:, None] * e
     energy = jnp.sum(xc * xc, axis=1)
     n_dc = t.dc_bits.shape[0]
     dc_q = jnp.clip(jnp.round(o / p.dc_step), 0, n_dc - 1).astype(jnp.int32)
     o_hat = dc_q.astype(jnp.float32) * p.dc_step
     dc_err = (o - o_hat) ** 2 * s2
     kappa = 1.0 / (2.0 * energy / s2 + K2 * K2)
-    return _Prep(x, xc, energy, dc_q, o_hat, dc_err, kappa)
+    return _Prep(x, jnp.broadcast_to(o_hat[:, None], x.shape), jnp.zeros((N,), jnp.int32), xc, energy, dc_q,
+                 o_hat, dc_err, kappa)
+
+
+def _prepare_more(tiles, recon, dc_q, n_prev, t: SearchTables, p: SearchParams) -> _Prep:
+    """Later stages: the residual of the current reconstruction (atoms are offset-free, so the
+    offset coordinate of the residual -- the DC quantisation error -- no longer changes)."""
+    N = tiles.shape[0]
+    x = tiles.reshape(N, -1).astype(jnp.float32)
+    r = recon.reshape(N, -1).astype(jnp.float32)
+    s2 = jnp.sum(t.sw * t.sw)
+    proj, xc = _weighted_split(x - r, t)
+    _, x0 = _weighted_split(x, t)
+    kappa = 1.0 / (2.0 * jnp.sum(x0 * x0, axis=1) / s2 + K2 * K2)
+    o_hat = dc_q.astype(jnp.float32) * p.dc_step
+    return _Prep(x, r, n_prev.astype(jnp.int32), xc, jnp.sum(xc * xc, axis=1), dc_q.astype(jnp.int32), o_hat,
+                 proj * proj, kappa)
 
 
 def _quantise(c, t: SearchTables, p: SearchParams):
@@ -184,9 +212,11 @@ def _quantise(c, t: SearchTables, p: SearchParams):
 
 
 def _bits(atom, k, pr: _Prep, t: SearchTables):
+    """Bits of the tile's symbols that differ between candidates (atom 0 = no further atom)."""
     K = (t.coef_bits.shape[0] - 1) // 2
     coef = jnp.where(atom == 0, 0.0, t.coef_bits[k + K])
-    return t.static_bits[atom] + coef + t.dc_bits[pr.dc_q][:, None]
+    count = t.count_bits[jnp.minimum(pr.n_prev[:, None] + (atom != 0).astype(jnp.int32), t.count_bits.shape[0] - 1)]
+    return t.static_bits[jnp.maximum(atom, 0)] + coef + count + t.dc_bits[pr.dc_q][:, None]
 
 
 def _proxy_cost(c, atom, pr: _Prep, t: SearchTables, p: SearchParams):
@@ -238,12 +268,13 @@ def atom_ssim_tables(atoms, sw, T: int):
     return ga, _gauss_tiles(a * a, T) - ga * ga
 
 
-def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand) -> SearchResult:
-    """Full-cost re-rank of candidates ``cand`` [N, M] (FLAT is appended).
+def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand, first: bool = True) -> SearchResult:
+    """Full-cost re-rank of candidates ``cand`` [N, M] (atom 0, "no further atom", is appended).
 
-    The SSIM map of ``r = o + c * a`` against ``x`` needs only one filtered map per candidate,
-    ``G(x a)``: ``mu_r = o + c G(a)``, ``var_r = c^2 (G(a^2) - G(a)^2)``,
-    ``cov = c (G(x a) - G(x) G(a))``, with the per-atom terms precomputed in the tables.
+    For a candidate ``r = p + c a`` (``p`` the current reconstruction) the SSIM statistics follow
+    from per-tile maps and per-atom tables: ``mu_r = G(p) + c G(a)``,
+    ``var_r = var_p + 2 c cov(p, a) + c^2 var_a``, ``cov(x, r) = cov(x, p) + c cov(x, a)``; only
+    ``G(x a)`` (and, after the first atom, ``G(p a)``) is filtered per candidate.
     """
     N, n = pr.x.shape
     T = int(round(n ** 0.5))
@@ -260,17 +291,27 @@ def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand) -> SearchResult
         ga, va = atom_ssim_tables(q, t.sw, T)
     else:
         ga, va = t.atom_ga[safe], t.atom_va[safe]
-    # Variances and covariances are shift invariant: filter the tile minus its DC (no float32
+    # (Co)variances are shift invariant: filter tile and reconstruction minus the DC (no float32
     # cancellation in G(x^2) - G(x)^2 for the near-flat tiles where SSIM is most sensitive).
-    xs = pr.x - pr.o_hat[:, None]
-    gxs = _gauss_tiles(xs, T)[:, None, :]
-    vx = _gauss_tiles(xs * xs, T)[:, None, :] - gxs * gxs
-    gx = gxs + pr.o_hat[:, None, None]
-    gxa = _gauss_tiles(xs[:, None, :] * a, T)
+    o = pr.o_hat[:, None]
+    xs, ps = pr.x - o, pr.p - o
+    gxs = _gauss_tiles(xs, T)
+    vx = (_gauss_tiles(xs * xs, T) - gxs * gxs)[:, None, :]
     ch = c_hat[..., None]
-    mu_r = pr.o_hat[:, None, None] + ch * ga
-    var_r = ch * ch * va
-    cov = ch * (gxa - gxs * ga)
+    cov_xa = _gauss_tiles(xs[:, None, :] * a, T) - gxs[:, None, :] * ga
+    if first:  # p is the DC alone
+        mu_r = o[:, None, :] + ch * ga
+        var_r = ch * ch * va
+        cov = ch * cov_xa
+    else:
+        gps = _gauss_tiles(ps, T)
+        var_p = _gauss_tiles(ps * ps, T) - gps * gps
+        cov_xp = _gauss_tiles(xs * ps, T) - gxs * gps
+        cov_pa = _gauss_tiles(ps[:, None, :] * a, T) - gps[:, None, :] * ga
+        mu_r = (o + gps)[:, None, :] + ch * ga
+        var_r = var_p[:, None, :] + 2.0 * ch * cov_pa + ch * ch * va
+        cov = cov_xp[:, None, :] + ch * cov_xa
+    gx = (gxs + o)[:, None, :]
     c1, c2 = K1 * K1, K2 * K2
     ssim = (2.0 * gx * mu_r + c1) * (2.0 * cov + c2) / ((gx * gx + mu_r * mu_r + c1) * (vx + var_r + c2))
     ssim_term = jnp.sum((1.0 - ssim) * w, axis=-1) / s2
@@ -278,11 +319,11 @@ def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand) -> SearchResult
     d = p.alpha * ssim_term + (1.0 - p.alpha) * sse / s2
     bits = _bits(cand, k, pr, t)
     j = rd_cost(d, bits, p.lam, n)
-    exit_ = d[:, -1] <= p.early_exit  # DC alone is good enough
+    exit_ = d[:, -1] <= p.early_exit  # good enough as it is
     j = jnp.where(t.allowed[safe] & (cand >= 0) & (~exit_[:, None] | (cand == 0)), j, jnp.inf)
     best = jnp.argmin(j, axis=1)
     take = lambda v: jnp.take_along_axis(v, best[:, None], axis=1)[:, 0]  # noqa: E731
-    recon = pr.o_hat[:, None] + take(c_hat)[:, None] * jnp.take_along_axis(a, best[:, None, None], axis=1)[:, 0]
+    recon = pr.p + take(c_hat)[:, None] * jnp.take_along_axis(a, best[:, None, None], axis=1)[:, 0]
     return SearchResult(atom=take(cand), coef_q=take(k), dc_q=pr.dc_q, cost=take(j), distortion=take(d),
                         bits=take(bits), recon=recon.reshape(N, T, T))
 
@@ -302,6 +343,14 @@ def _search(tiles, t: SearchTables, p: SearchParams, *, mode: str, beam: int, sh
 
     # The proxy never underestimates a flat tile's SSIM loss by much; the exact test is in _finalise.
     return lax.cond(jnp.all(flat_d_proxy <= p.early_exit), all_flat, full, None)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "beam", "shortlist"))
+def _search_more(tiles, recon, dc_q, n_prev, t: SearchTables, p: SearchParams, *, mode: str, beam: int,
+                 shortlist: int) -> SearchResult:
+    """One more matching-pursuit stage: the best next atom of every tile, or atom 0 (stop)."""
+    pr = _prepare_more(tiles, recon, dc_q, n_prev, t, p)
+    return _finalise(pr, t, p, _shortlist(pr, t, p, mode, beam, shortlist), first=False)
 
 
 def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) -> SearchResult:
@@ -327,6 +376,56 @@ def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
     res = _search(tiles, tables, SearchParams.from_config(cfg), mode=cfg.search, beam=cfg.beam,
                   shortlist=cfg.shortlist)
     return jax.tree.map(lambda a: a[:N], res)
+
+
+class AtomsResult(NamedTuple):
+    """Greedy matching pursuit outcome (device arrays, leading axis = tiles).
+
+    Attributes:
+      atom, coef_q: int32 ``[N, K]`` (entries at or beyond ``count`` are 0). count: int32 ``[N]``.
+      dc_q: int32 ``[N]``. recon: float32 ``[N, T, T]``.
+    """
+
+    atom: jax.Array
+    coef_q: jax.Array
+    count: jax.Array
+    dc_q: jax.Array
+    recon: jax.Array
+
+
+def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None) -> AtomsResult:
+    """Several atoms per tile: greedy matching pursuit with an RD stopping rule.
+
+    Stage 1 chooses the DC and the first atom (:func:`search_tiles`); every later stage searches
+    the best atom for the residual of the current reconstruction and keeps it only where it lowers
+    ``J`` (its bits, the amplitude's and the larger atom count's included). A tile stops at its
+    first stage without gain, or at ``cfg.max_atoms``.
+    """
+    tiles = jnp.asarray(tiles, jnp.float32)
+    if tiles.ndim != 3 or tiles.shape[1:] != (cfg.tile, cfg.tile):
+        raise ValueError(f"tiles must have shape [N, {cfg.tile}, {cfg.tile}], got {tuple(tiles.shape)}")
+    t = default_tables(cfg) if tables is None else tables
+    N = tiles.shape[0]
+    Np = max(TILE_BUCKET, -(-N // TILE_BUCKET) * TILE_BUCKET)
+    if Np != N:
+        tiles = jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)], axis=0)
+    prm = SearchParams.from_config(cfg)
+    kw = dict(mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
+    res = _search(tiles, t, prm, **kw)
+    atoms, coefs = [res.atom], [res.coef_q]
+    count = (res.atom != 0).astype(jnp.int32)
+    recon = res.recon
+    for k in range(1, cfg.max_atoms):
+        active = count == k
+        if not bool(jnp.any(active)):  # one scalar to the host per stage
+            break
+        r = _search_more(tiles, recon, res.dc_q, count, t, prm, **kw)
+        add = active & (r.atom != 0)
+        atoms.append(jnp.where(add, r.atom, 0))
+        coefs.append(jnp.where(add, r.coef_q, 0))
+        recon = jnp.where(add[:, None, None], r.recon, recon)
+        count = count + add.astype(jnp.int32)
+    return AtomsResult(jnp.stack(atoms, 1)[:N], jnp.stack(coefs, 1)[:N], count[:N], res.dc_q[:N], recon[:N])
 
 
 def default_tables(cfg: CodecConfig) -> SearchTables:

@@ -97,10 +97,12 @@ class TileRec:
     """One tile's record, as users inspect streams.
 
     Attributes:
-      tile_id: raster index. gen_id: generator id (0 = FLAT: DC only). qv_id: index of the
-      quantised parameter vector within the generator's grid (C order over its searched
-      parameters). seed: seed symbol. rec_flags: bit 0 set when the tile has an atom.
-      payload_fmt, payload: reserved (0, b""). gain_q: quantised amplitude. offset_q: quantised DC.
+      tile_id: raster index. gen_id: generator id of the first atom (0 = FLAT: DC only). qv_id:
+      index of its quantised parameter vector within the generator's grid (C order over its
+      searched parameters). seed: its seed symbol. rec_flags: bit 0 set when the tile has an atom.
+      payload_fmt, payload: ``1`` and the further atoms of the tile, each packed little-endian as
+      ``u8 gen_id, u32 qv_id, u8 seed, i16 gain_q`` (``0`` and ``b""`` for one atom or none).
+      gain_q: quantised amplitude of the first atom. offset_q: quantised DC.
     """
 
     tile_id: int
