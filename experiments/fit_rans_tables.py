@@ -60,7 +60,8 @@ def count_symbols(table_id: str, images, lambdas) -> dict:
     for name, img, lam in tqdm(jobs, desc=f"encoding with {table_id}", unit="img"):
         cfg = pc.CodecConfig(lambda_rd=lam, table_id=table_id)
         enc = pc.encode_y(img, cfg)
-        _, count, gen, params, seed, coef, dc = codec._parse(enc["bitstream"])
+        _, planes = codec._parse(enc["bitstream"])
+        count, gen, params, seed, coef, dc = planes[0]
         ny, nx = enc["stats"]["grid"]
         np.add.at(counts["dc"], dc_delta(dc, ny, nx) + MAX_DC, 1)
         np.add.at(counts["count"], count, 1)

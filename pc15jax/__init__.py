@@ -12,7 +12,7 @@ Examples:
 
 from pc15jax.bitstream import BitstreamError, RansTable, build_rans_tables, rans_decode, rans_encode
 from pc15jax.bitstream.container import StreamHeader, TileRec
-from pc15jax._src.codec import decode_y, encode_y, read_bitstream, write_bitstream
+from pc15jax._src.codec import decode, decode_y, encode, encode_y, ladder_geometry, read_bitstream, stream_info, write_bitstream
 from pc15jax._src.config import SEARCH_MODES, CodecConfig
 from pc15jax._src.dictionary import Dictionary, build_dictionary
 from pc15jax._src.generators import Generator, ParamSpec, get_generator, list_generators, render, render_batch
@@ -37,8 +37,12 @@ __all__ = (
     "StreamHeader",
     "TileRec",
     "build_rans_tables",
+    "decode",
     "decode_y",
+    "encode",
     "encode_y",
+    "ladder_geometry",
+    "stream_info",
     "rans_decode",
     "rans_encode",
     "read_bitstream",

@@ -5,8 +5,9 @@
   python -m pc15jax decode IN.pc15 -o OUT.png        stream -> PNG
   python -m pc15jax info IN.pc15 [--json]            header, tiles, generators, bits per symbol class
 
-INPUT defaults to the ``camera`` photograph shipped with scikit-image. Colour images are coded as
-luma (``--gray`` is accepted and keeps that meaning once colour coding exists). JAX's persistent
+INPUT defaults to the ``camera`` photograph shipped with scikit-image. Colour images are coded in
+colour (YCbCr 4:2:0) unless ``--gray`` asks for luma only. ``--target-bpp`` finds lambda by
+bisection and, unless ``--tile`` is given, picks the tile size of the rate ladder. JAX's persistent
 compilation cache is enabled (``PC15_CACHE_DIR`` overrides its folder) so a second run does not
 recompile. Errors print one line and exit with status 2.
 """
@@ -54,15 +55,8 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def _save_png(path: Path, img01: np.ndarray) -> None:
-    from PIL import Image
-
-    u8 = np.round(np.clip(img01, 0.0, 1.0) * 255.0).astype(np.uint8)
-    _atomic_write(path, lambda p: Image.fromarray(u8).save(p, format="PNG"))
-
-
-def load_gray(path: str | None) -> tuple[np.ndarray, str]:
-    """Grayscale uint8 image from a file (colour converted to luma), or skimage's camera."""
+def load_image(path: str | None, gray: bool) -> tuple[np.ndarray, str]:
+    """uint8 ``[H, W]`` (grayscale sources or ``gray``) or ``[H, W, 3]`` image; default skimage's camera."""
     if path is None:
         from skimage import data
 
@@ -71,23 +65,49 @@ def load_gray(path: str | None) -> tuple[np.ndarray, str]:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L")), str(path)
+            mode = "L" if gray or im.mode in ("L", "LA", "I", "I;16", "F", "1", "P") and not _palette_colour(im) else "RGB"
+            return np.asarray(im.convert(mode)), str(path)
     except FileNotFoundError:
         raise ValueError(f"input not found: {path}") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"cannot read {path} as an image: {e}") from None
 
 
+def _palette_colour(im) -> bool:
+    if im.mode != "P":
+        return False
+    rgb = np.asarray(im.convert("RGB"))
+    return not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def _save_png(path: Path, img01: np.ndarray) -> None:
+    from PIL import Image
+
+    u8 = np.round(np.clip(img01, 0.0, 1.0) * 255.0).astype(np.uint8)
+    _atomic_write(path, lambda p: Image.fromarray(u8).save(p, format="PNG"))
+
+
 def _config(args):
     import pc15jax as pc
 
-    return pc.CodecConfig(tile=args.tile, overlap=args.overlap, lambda_rd=args.lambda_rd, search=args.search)
+    d = pc.CodecConfig()
+    target = getattr(args, "target_bpp", None)
+    tile, overlap = args.tile, args.overlap
+    if tile is None:
+        tile, ladder_overlap = pc.ladder_geometry(target) if target is not None else (d.tile, d.overlap)
+        overlap = ladder_overlap if overlap is None else overlap
+    overlap = d.overlap if overlap is None else overlap
+    return pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=args.lambda_rd, search=args.search,
+                          target_bpp=target)
 
 
 def _encode_one(pc, img, cfg):
-    enc = pc.encode_y(img, cfg)
+    enc = pc.encode(img, cfg)
     x = img.astype(np.float32) / np.float32(255.0)
     r = np.round(enc["recon"] * 255.0) / np.float32(255.0)  # what the PNG holds
+    if x.ndim == 3:  # colour: PSNR over all samples, SSIM averaged over the channels
+        xc, rc = np.moveaxis(x, -1, 0), np.moveaxis(r, -1, 0)
+        return enc, float(10 * np.log10(1.0 / np.mean((xc - rc) ** 2))), float(np.mean(np.asarray(pc.ssim(xc, rc))))
     return enc, float(pc.psnr(x, r)), float(pc.ssim(x, r))
 
 
@@ -102,7 +122,7 @@ def cmd_encode(args) -> int:
     if many and out.suffix == ".pc15":
         raise ValueError("with several inputs, -o must be a folder")
     for path in tqdm(inputs, desc="encoding", unit="img", disable=not many or args.json, file=sys.stderr):
-        img, name = load_gray(path)
+        img, name = load_image(path, args.gray)
         stem = "camera" if path is None else Path(path).stem
         target = out / f"{stem}.pc15" if many or out.suffix != ".pc15" else out
         enc, p, s = _encode_one(pc, img, cfg)
@@ -113,8 +133,11 @@ def cmd_encode(args) -> int:
             rp = Path(args.recon)
             _save_png(rp / f"{stem}.png" if many else rp, enc["recon"])
         st = enc["stats"]
-        rec = {"input": name, "output": str(target), "bytes": st["bytes"], "bpp": enc["bpp"], "psnr": p,
-               "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"]}
+        rec = {"input": name, "output": str(target), "layout": st["layout"], "bytes": st["bytes"], "bpp": enc["bpp"],
+               "psnr": p, "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"],
+               "lambda": st["lambda_rd"]}
+        if "target_bpp" in st:
+            rec.update(target_bpp=st["target_bpp"], rate_error=st["rate_error"])
         if args.json:
             print(json.dumps(rec))
         else:
@@ -127,7 +150,10 @@ def cmd_decode(args) -> int:
     import pc15jax as pc
 
     t = time.perf_counter()
-    img = pc.decode_y(args.input)
+    from pc15jax._src.codec import _parse, _read_bytes
+
+    layout = _parse(_read_bytes(args.input))[0].layout
+    img = pc.decode(args.input) if layout != "Y" else pc.decode_y(args.input)
     _save_png(Path(args.out), img)
     print(f"{args.input} -> {args.out}: {img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t:.2f} s")
     return 0
@@ -142,8 +168,11 @@ def cmd_info(args) -> int:
         return 0
     print(f"{args.input}: PC15 v{info['version']} {info['layout']}, {info['width']}x{info['height']}, "
           f"{info['bytes']} bytes ({info['bpp']:.4f} bpp)")
-    print(f"tiles {info['tiles']} ({info['grid'][0]}x{info['grid'][1]}) of {info['tile']} px, overlap "
-          f"{info['overlap']}, window {info['window']}, table {info['table_id']}, atoms {info['atoms']}")
+    print(f"tiles {info['tiles']} of {info['tile']} px, overlap {info['overlap']}, window {info['window']}, "
+          f"table {info['table_id']}, atoms {info['atoms']}")
+    for p in info["planes"]:
+        print(f"  plane {p['plane']}: {p['shape'][1]}x{p['shape'][0]}, {p['grid'][0]}x{p['grid'][1]} tiles, "
+              f"{p['atoms']} atoms")
     print("generators: " + ", ".join(f"{k} {v}" for k, v in info["generators"].items()))
     total = sum(info["bits_by_class"].values()) or 1.0
     print("bits by class: " + ", ".join(f"{k} {v:.0f} ({100 * v / total:.0f}%)" for k, v in info["bits_by_class"].items()))
@@ -154,7 +183,7 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     import pc15jax as pc
 
-    img, name = load_gray(args.input)
+    img, name = load_image(args.input, args.gray)
     cfg = _config(args)
     outdir = Path(args.out)
     enc, p, s = _encode_one(pc, img, cfg)
@@ -163,7 +192,7 @@ def cmd_demo(args) -> int:
 
     atomic_write_bytes(stream, enc["bitstream"])
     t = time.perf_counter()
-    dec = pc.decode_y(stream)
+    dec = pc.decode(stream) if img.ndim == 3 else pc.decode_y(stream)
     decode_s = time.perf_counter() - t
     if not np.array_equal(dec, enc["recon"]):
         raise RuntimeError("decoded image differs from the encoder's reconstruction")
@@ -173,6 +202,7 @@ def cmd_demo(args) -> int:
               "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"], "decode_s": decode_s,
               "tiles": st["tiles"], "generators": st["generators"]}
     _atomic_write(outdir / "compare.png", lambda f: _figure(img.astype(np.float32) / 255.0, dec, report, f))
+
     if args.json:
         print(json.dumps(report))
     else:
@@ -194,7 +224,7 @@ def _figure(x, recon, report, path):
     fig, ax = plt.subplots(1, 2, figsize=(10, 5 * x.shape[0] / x.shape[1] + 0.6))
     ax[0].imshow(x, cmap="gray", vmin=0, vmax=1)
     ax[0].set_title("input")
-    ax[1].imshow(recon, cmap="gray", vmin=0, vmax=1)
+    ax[1].imshow(np.clip(recon, 0, 1), cmap="gray", vmin=0, vmax=1)
     ax[1].set_title(f"PC15: {report['bpp']:.3f} bpp, {report['psnr']:.2f} dB, SSIM {report['ssim']:.3f}")
     for a in ax:
         a.axis("off")
@@ -211,9 +241,11 @@ def _parser():
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def coding_options(p):
-        p.add_argument("--tile", type=int, default=d.tile)
-        p.add_argument("--overlap", type=int, default=d.overlap)
+        p.add_argument("--tile", type=int, default=None, help=f"tile size (default {d.tile}, or the rate ladder's)")
+        p.add_argument("--overlap", type=int, default=None, help=f"tile overlap (default {d.overlap})")
         p.add_argument("--lambda", dest="lambda_rd", type=float, default=d.lambda_rd)
+        p.add_argument("--target-bpp", dest="target_bpp", type=float, default=None,
+                       help="find lambda by bisection to land within 3%% of this rate")
         p.add_argument("--search", choices=pc.SEARCH_MODES, default=d.search)
         p.add_argument("--gray", action="store_true", help="code luma only (colour input is converted to luma)")
         p.add_argument("--json", action="store_true", help="print one JSON line per image")

@@ -238,7 +238,8 @@ def test_cli_encode_decode_info(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d.png")), np.asarray(Image.open(tmp_path / "r.png")))
     assert cli.main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert info["tiles"] == 3 * 5 and info["bytes"] == rec["bytes"]
+    assert info["layout"] == "YCbCr420" and rec["layout"] == "YCbCr420"  # colour input is coded in colour
+    assert info["tiles"] == 3 * 5 + 2 * (2 * 2) and info["bytes"] == rec["bytes"]
     assert sum(info["generators"].values()) == info["atoms"] + info["generators"].get("FLAT", 0)
     assert set(info["bits_by_class"]) >= {"count", "dc"}
     assert cli.main(["info", str(src)]) == 2

@@ -14,6 +14,7 @@ import struct
 import time
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +22,11 @@ import numpy as np
 
 from ..bitstream import BitstreamError, rans_decode, rans_encode
 from ..bitstream.rans import check_symbol_count
-from ..bitstream.container import StreamHeader, TileRec, atomic_write_bytes, grid_shape, pack_stream, unpack_stream
+from ..bitstream.container import (StreamHeader, TileRec, atomic_write_bytes, grid_shape, pack_stream, plane_shapes,
+                                   unpack_stream)
 from ..bitstream.models import MAX_ATOMS, MAX_COEF, GenLayout, SymbolModel, load_table_json
 from . import generators as gens
+from .color import as_rgb_float, rgb_to_ycbcr, subsample_420, upsample_420, ycbcr_to_rgb
 from .config import CodecConfig
 from .dictionary import get_dictionary
 from .pipeline import as_gray_float
@@ -31,7 +34,8 @@ from .score import RateModel
 from .search import SearchTables, make_tables, search_atoms
 from .tiling import TileGridCfg, blend, extract_tiles, tile_image
 
-__all__ = ["encode_y", "decode_y", "read_bitstream", "write_bitstream", "stream_info", "codec_tables", "symbol_model",
+__all__ = ["encode_y", "decode_y", "encode", "decode", "read_bitstream", "write_bitstream", "stream_info", "codec_tables", "symbol_model",
+           "ladder_geometry",
            "rate_model_from_symbols", "generator_layout"]
 
 
@@ -75,9 +79,14 @@ def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     return RateModel(f32(cnt), f32(gen_bits), f32(param_bits), f32(seed_bits), f32(coef), f32(dc_bits))
 
 
-@functools.lru_cache(maxsize=8)
 def codec_tables(cfg: CodecConfig) -> SearchTables:
-    """Search tables for ``cfg`` with bit costs from its frozen rANS tables (cached per config)."""
+    """Search tables for ``cfg`` with bit costs from its frozen rANS tables (cached on the fields
+    that shape them: a lambda sweep reuses one set)."""
+    return _codec_tables(cfg.tables_key())
+
+
+@functools.lru_cache(maxsize=8)
+def _codec_tables(cfg: CodecConfig) -> SearchTables:
     dic = get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
     return make_tables(dic, rate_model_from_symbols(symbol_model(cfg.table_id), cfg), cfg)
 
@@ -105,8 +114,21 @@ def _reconstruct(atom, coef_q, dc_q, atoms, sw, gain_step, dc_step):
     return r.reshape(-1, T, T)
 
 
-def _reconstruct_image(h: StreamHeader, count, gen, params, seed, coef, dc_q) -> np.ndarray:
+class PlaneSymbols(NamedTuple):
+    """Host symbols of one plane: count ``[N]``, gen/seed/coef ``[N, K]``, params ``[N, K, P]``, dc_q ``[N]``."""
+
+    count: np.ndarray
+    gen: np.ndarray
+    params: np.ndarray
+    seed: np.ndarray
+    coef: np.ndarray
+    dc_q: np.ndarray
+
+
+def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> jax.Array:
+    """Tiles from symbols, window-blended and clipped -> float32 ``[H, W]`` (device array)."""
     dic = get_dictionary(h.tile, h.overlap, h.gamma_seam, h.seam_power, h.seed)
+    count, gen, params, seed, coef, dc_q = sym
     N, K = gen.shape
     live = np.arange(K)[None, :] < count[:, None]
     atom = np.where(live, dic.atom_index(np.where(live, gen, 0), np.where(live[..., None], params, 0),
@@ -117,9 +139,19 @@ def _reconstruct_image(h: StreamHeader, count, gen, params, seed, coef, dc_q) ->
     tiles = _reconstruct(jnp.asarray(np.pad(atom, pad), jnp.int32), jnp.asarray(np.pad(coef, pad), jnp.int32),
                          jnp.asarray(dc_q, jnp.int32), dic.atoms, dic.sw, jnp.float32(h.gain_step),
                          jnp.float32(h.dc_step))
-    spec = tile_image((h.H, h.W), TileGridCfg(h.tile, h.overlap))
+    spec = tile_image(tuple(shape), TileGridCfg(h.tile, h.overlap))
     img = blend(tiles, spec, window=h.window, window_params=_header_window_params(h))
-    return np.asarray(jax.device_get(jnp.clip(img, 0.0, 1.0)))
+    return jnp.clip(img, 0.0, 1.0)
+
+
+def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols]) -> np.ndarray:
+    """The decoder's image: ``[H, W]`` for layout Y, ``[H, W, 3]`` RGB for YCbCr420."""
+    shapes = plane_shapes(h.layout, h.H, h.W)
+    out = [_reconstruct_plane(h, sym, shp) for sym, shp in zip(planes, shapes)]
+    if h.layout == "Y":
+        return np.asarray(jax.device_get(out[0]))
+    ycc = jnp.stack([out[0], upsample_420(out[1], h.H, h.W), upsample_420(out[2], h.H, h.W)], axis=-1)
+    return np.asarray(jax.device_get(ycbcr_to_rgb(ycc)))
 
 
 _EXTRA = struct.Struct("<BIBh")  # payload_fmt 1: gen_id, qv_id, seed, gain_q of every further atom
@@ -187,21 +219,32 @@ def _records_to_symbols(recs: list[TileRec]):
     return count, gen, params, seed, coef, dc_q
 
 
-def _header(cfg: CodecConfig, H: int, W: int) -> StreamHeader:
-    meta = {"encoder": "pc15jax", "lambda": cfg.lambda_rd, "alpha": cfg.alpha_mix, "search": cfg.search}
+def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y") -> StreamHeader:
+    r6 = lambda v: float(f"{v:.6g}")  # noqa: E731  (the meta is informative: keep it short)
+    meta = {"encoder": "pc15jax", "lambda": r6(cfg.lambda_rd), "alpha": r6(cfg.alpha_mix), "search": cfg.search}
+    if layout != "Y":
+        meta["chroma_lambda"] = r6(cfg.chroma_lambda)
     return StreamHeader(H=H, W=W, tile=cfg.tile, overlap=cfg.overlap, window=cfg.window,
                         window_param=_window_param(cfg), seed=cfg.seed, gain_step=cfg.gain_step,
                         dc_step=cfg.dc_step, gamma_seam=cfg.gamma_seam, seam_power=cfg.seam_power,
-                        table_id=cfg.table_id, meta=meta)
+                        table_id=cfg.table_id, layout=layout, meta=meta)
 
 
-def _pack(h: StreamHeader, model: SymbolModel, count, gen, params, seed, coef, dc_q) -> tuple[bytes, dict]:
-    ny, nx = grid_shape(h.H, h.W, h.tile, h.overlap)
-    a, atid, b, btid = model.split(count, gen, params, seed, coef, dc_q, ny, nx)
-    A = rans_encode(a, model.tables, atid)
-    B = rans_encode(b, model.tables, btid)
-    bits = _class_bits(model, a, atid, b, btid)
-    return pack_stream(h, len(a), A, len(b), B), bits
+def _pack_plane(h: StreamHeader, model: SymbolModel, sym: PlaneSymbols, shape):
+    """-> (``(n_a, A words, n_b, B words)``, ideal bits per class)."""
+    ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
+    a, atid, b, btid = model.split(*sym, ny, nx)
+    return (len(a), rans_encode(a, model.tables, atid), len(b), rans_encode(b, model.tables, btid)), \
+        _class_bits(model, a, atid, b, btid)
+
+
+def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tuple[bytes, dict]:
+    payloads, bits = [], Counter()
+    for sym, shape in zip(planes, plane_shapes(h.layout, h.H, h.W)):
+        pl, b = _pack_plane(h, model, sym, shape)
+        payloads.append(pl)
+        bits.update(b)
+    return pack_stream(h, payloads), {k: round(v, 1) for k, v in sorted(bits.items())}
 
 
 def _class_bits(model: SymbolModel, a, atid, b, btid) -> dict:
@@ -216,18 +259,18 @@ def _class_bits(model: SymbolModel, a, atid, b, btid) -> dict:
 
 
 def write_bitstream(header: StreamHeader, records: list[TileRec], path=None) -> bytes:
-    """Records + header -> v15 bytes (written atomically to ``path`` when given)."""
+    """Records + header -> v15 bytes of a grayscale stream (written atomically to ``path`` when given)."""
+    if header.layout != "Y":
+        raise ValueError("write_bitstream writes grayscale (layout 'Y') streams")
     model = symbol_model(header.table_id)
-    data, _ = _pack(header, model, *_records_to_symbols(records))
+    data, _ = _pack(header, model, [PlaneSymbols(*_records_to_symbols(records))])
     if path is not None:
         atomic_write_bytes(path, data)
     return data
 
 
-def _parse(data: bytes):
-    h, n_a, A, n_b, B = unpack_stream(data)
-    model = symbol_model(h.table_id)
-    ny, nx = grid_shape(h.H, h.W, h.tile, h.overlap)
+def _parse_plane(model: SymbolModel, h: StreamHeader, shape, n_a, A, n_b, B) -> PlaneSymbols:
+    ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
     N = ny * nx
     if n_a > N * (1 + MAX_ATOMS):
         raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
@@ -246,14 +289,24 @@ def _parse(data: bytes):
     dc_levels = int(round(1.0 / h.dc_step)) + 1
     if dc_q.size and (dc_q.min() < 0 or dc_q.max() >= dc_levels):
         raise BitstreamError("decoded DC values out of range (corrupt stream)")
-    return h, count, gen, params, seed, coef, dc_q
+    return PlaneSymbols(count, gen, params, seed, coef, dc_q)
+
+
+def _parse(data: bytes) -> tuple[StreamHeader, list[PlaneSymbols]]:
+    h, payloads = unpack_stream(data)
+    model = symbol_model(h.table_id)
+    planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(plane_shapes(h.layout, h.H, h.W), payloads)]
+    return h, planes
 
 
 def read_bitstream(data_or_path) -> tuple[StreamHeader, list[TileRec]]:
     """Parse a v15 stream (bytes or a file path) -> (header, one :class:`TileRec` per tile)."""
     data = _read_bytes(data_or_path)
-    h, count, gen, params, seed, coef, dc_q = _parse(data)
-    return h, _symbols_to_records(count, gen, params, seed, coef, dc_q)
+    h, planes = _parse(data)
+    if h.layout != "Y":
+        raise BitstreamError("read_bitstream reads grayscale streams; a colour stream holds three planes "
+                             "(use pc.decode, pc.decode_y for its luma, or the CLI's info)")
+    return h, _symbols_to_records(*planes[0])
 
 
 def _read_bytes(data_or_path) -> bytes:
@@ -267,16 +320,68 @@ def _read_bytes(data_or_path) -> bytes:
     raise BitstreamError(f"expected bytes or a path, got {type(data_or_path).__name__}")
 
 
+RATE_TOLERANCE = 0.03
+# Tile geometry by target rate: large tiles win at low rates, small ones reach high rates.
+RATE_LADDER = ((0.12, 32, 8), (0.4, 16, 4), (float("inf"), 8, 2))
+
+
+def ladder_geometry(target_bpp: float) -> tuple[int, int]:
+    """(tile, overlap) of the rate ladder for a target bit rate."""
+    for limit, tile, overlap in RATE_LADDER:
+        if target_bpp < limit:
+            return tile, overlap
+    raise AssertionError("unreachable")
+
+LAMBDA_RANGE = (1e-3, 1e3)
+
+
+def _encode_to_target(x: np.ndarray, cfg: CodecConfig, encode_fn) -> dict:
+    """Bisection on log(lambda) until the stream is within 3 % of ``cfg.target_bpp``."""
+    target = float(cfg.target_bpp)
+    t0 = time.perf_counter()
+    free = cfg.replace(target_bpp=None)
+    tried = []
+
+    def run(lam):
+        enc = encode_fn(x, free.replace(lambda_rd=float(lam)))
+        tried.append((abs(enc["bpp"] / target - 1.0), enc, lam))
+        return enc
+
+    lo, hi = np.log(LAMBDA_RANGE[0]), np.log(LAMBDA_RANGE[1])  # rate falls as lambda grows
+    richest, leanest = run(np.exp(lo)), run(np.exp(hi))
+    if leanest["bpp"] < target < richest["bpp"]:
+        for _ in range(20):
+            if min(t[0] for t in tried) <= RATE_TOLERANCE:
+                break
+            mid = 0.5 * (lo + hi)
+            if run(np.exp(mid))["bpp"] > target:
+                lo = mid
+            else:
+                hi = mid
+    err, enc, lam = min(tried, key=lambda t: t[0])
+    enc["stats"].update(target_bpp=target, lambda_rd=float(lam), rate_control_encodes=len(tried),
+                        rate_error=float(enc["bpp"] / target - 1.0), encode_s=time.perf_counter() - t0)
+    return enc
+
+
+def _check_cfg(cfg):
+    cfg = CodecConfig() if cfg is None else cfg
+    if not isinstance(cfg, CodecConfig):
+        raise ValueError(f"cfg must be a CodecConfig, got {type(cfg).__name__}")
+    return cfg
+
+
 def encode_y(image, cfg: CodecConfig | None = None) -> dict:
     """Encode a grayscale image.
 
     Args:
       image: ``[H, W]`` uint8, or float in [0, 1]; any size >= 1x1.
-      cfg: :class:`CodecConfig` (default ``CodecConfig()``).
+      cfg: :class:`CodecConfig` (default ``CodecConfig()``). With ``cfg.target_bpp`` set, lambda
+        is found by bisection (``stats`` then report the lambda and the rate error).
 
     Returns:
       dict with ``bitstream`` (bytes), ``bpp`` (every byte counted), ``recon`` (float32
-      ``[H, W]``, exactly what :func:`decode_y` returns) and ``stats`` (tiles, generator
+      ``[H, W]``, exactly what :func:`decode_y` returns) and ``stats`` (tiles, atoms, generator
       histogram, ideal bits per symbol class, ``search_s``, ``encode_s``).
 
     Examples:
@@ -287,40 +392,104 @@ def encode_y(image, cfg: CodecConfig | None = None) -> dict:
       >>> bool((img == enc["recon"]).all())
       True
     """
-    t0 = time.perf_counter()
-    cfg = CodecConfig() if cfg is None else cfg
-    if not isinstance(cfg, CodecConfig):
-        raise ValueError(f"cfg must be a CodecConfig, got {type(cfg).__name__}")
+    cfg = _check_cfg(cfg)
     x = as_gray_float(image)
-    H, W = x.shape
-    h = _header(cfg, H, W)
-    model = symbol_model(cfg.table_id)
-    tables = codec_tables(cfg)
-    spec = tile_image(x, cfg.grid)
+    if cfg.target_bpp is not None:
+        return _encode_to_target(x, cfg, _encode_gray)
+    return _encode_gray(x, cfg)
+
+
+def encode(image, cfg: CodecConfig | None = None) -> dict:
+    """Encode an RGB image: YCbCr (BT.601 full range), chroma 4:2:0, Y then Cb then Cr.
+
+    The chroma planes use ``lambda_rd * cfg.chroma_lambda``. A 2-D (grayscale) image is coded as
+    luma only, as :func:`encode_y` does.
+
+    Returns:
+      dict like :func:`encode_y`; ``recon`` is float32 ``[H, W, 3]``, exactly what :func:`decode`
+      returns.
+    """
+    cfg = _check_cfg(cfg)
+    if np.ndim(image) == 2:
+        return encode_y(image, cfg)
+    x = as_rgb_float(image)
+    if cfg.target_bpp is not None:
+        return _encode_to_target(x, cfg, _encode_rgb)
+    return _encode_rgb(x, cfg)
+
+
+def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
+    """RD search of one plane -> (symbols, search seconds, tiles)."""
+    spec = tile_image(tuple(int(v) for v in x.shape), cfg.grid)
     tiles = extract_tiles(x, spec)
     t1 = time.perf_counter()
-    res = jax.block_until_ready(search_atoms(tiles, cfg, tables))
+    res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg)))
     search_s = time.perf_counter() - t1
     atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
                                                                                      res.dc_q)))
     dic = get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
-    gen = dic.gen_id[atom].astype(np.int64)
-    params = dic.param_idx[atom].astype(np.int64)
-    seed = dic.seed_sym[atom].astype(np.int64)
-    data, bits = _pack(h, model, count, gen, params, seed, coef_q, dc_q)
-    recon = _reconstruct_image(h, count, gen, params, seed, coef_q, dc_q)
-    live = np.arange(gen.shape[1])[None, :] < count[:, None]
-    hist = Counter(gens.get_generator(int(g)).name for g in gen[live])
-    hist["FLAT"] = int((count == 0).sum())
-    stats = {"tiles": spec.count, "grid": [spec.ny, spec.nx], "bytes": len(data), "atoms": int(count.sum()),
-             "max_atoms_used": int(count.max()) if count.size else 0,
+    sym = PlaneSymbols(count, dic.gen_id[atom].astype(np.int64), dic.param_idx[atom].astype(np.int64),
+                       dic.seed_sym[atom].astype(np.int64), coef_q, dc_q)
+    return sym, search_s, spec.count
+
+
+def _finish(h: StreamHeader, cfg: CodecConfig, planes, search_s, tiles, t0) -> dict:
+    data, bits = _pack(h, symbol_model(cfg.table_id), planes)
+    recon = _reconstruct_all(h, planes)
+    hist: Counter = Counter()
+    for sym in planes:
+        live = np.arange(sym.gen.shape[1])[None, :] < sym.count[:, None]
+        hist.update(gens.get_generator(int(g)).name for g in sym.gen[live])
+        hist["FLAT"] += int((sym.count == 0).sum())
+    ny, nx = grid_shape(h.H, h.W, h.tile, h.overlap)
+    stats = {"layout": h.layout, "tiles": tiles, "grid": [ny, nx], "bytes": len(data),
+             "atoms": int(sum(p.count.sum() for p in planes)),
+             "max_atoms_used": int(max(p.count.max() if p.count.size else 0 for p in planes)),
              "generators": dict(hist.most_common()), "bits_by_class": bits, "search_s": search_s,
-             "encode_s": time.perf_counter() - t0}
-    return {"bitstream": data, "bpp": 8.0 * len(data) / (H * W), "recon": recon, "stats": stats}
+             "lambda_rd": cfg.lambda_rd, "encode_s": time.perf_counter() - t0}
+    return {"bitstream": data, "bpp": 8.0 * len(data) / (h.H * h.W), "recon": recon, "stats": stats}
+
+
+def _encode_gray(x: np.ndarray, cfg: CodecConfig) -> dict:
+    t0 = time.perf_counter()
+    sym, search_s, tiles = _search_plane(x, cfg)
+    return _finish(_header(cfg, *x.shape), cfg, [sym], search_s, tiles, t0)
+
+
+def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
+    t0 = time.perf_counter()
+    H, W = rgb.shape[:2]
+    ycc = rgb_to_ycbcr(jnp.asarray(rgb))
+    planes, search_s, tiles = [], 0.0, 0
+    chroma = cfg.replace(lambda_rd=cfg.lambda_rd * cfg.chroma_lambda)
+    for plane, c in ((ycc[..., 0], cfg), (subsample_420(ycc[..., 1]), chroma), (subsample_420(ycc[..., 2]), chroma)):
+        sym, s_, n_ = _search_plane(np.clip(np.asarray(plane), 0.0, 1.0), c)
+        planes.append(sym)
+        search_s += s_
+        tiles += n_
+    return _finish(_header(cfg, H, W, layout="YCbCr420"), cfg, planes, search_s, tiles, t0)
+
+
+def _run_on(device, fn):
+    if device is None:
+        return fn()
+    with jax.default_device(device):
+        return fn()
+
+
+def decode(bitstream, device=None) -> np.ndarray:
+    """Decode a v15 stream -> float32 ``[H, W, 3]`` RGB in [0, 1] (a grayscale stream gives equal channels).
+
+    Raises:
+      BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
+    """
+    h, planes = _parse(_read_bytes(bitstream))
+    img = _run_on(device, lambda: _reconstruct_all(h, planes))
+    return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
 
 
 def decode_y(bitstream, device=None) -> np.ndarray:
-    """Decode a v15 grayscale stream -> float32 ``[H, W]`` in [0, 1].
+    """Decode a v15 stream -> float32 ``[H, W]`` in [0, 1] (the luma plane of a colour stream).
 
     Args:
       bitstream: bytes, or a path to a ``.pc15`` file.
@@ -329,29 +498,32 @@ def decode_y(bitstream, device=None) -> np.ndarray:
     Raises:
       BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
     """
-    data = _read_bytes(bitstream)
-    h, count, gen, params, seed, coef, dc_q = _parse(data)
-    if device is None:
-        return _reconstruct_image(h, count, gen, params, seed, coef, dc_q)
-    with jax.default_device(device):
-        return _reconstruct_image(h, count, gen, params, seed, coef, dc_q)
+    h, planes = _parse(_read_bytes(bitstream))
+    return _run_on(device, lambda: np.asarray(jax.device_get(_reconstruct_plane(h, planes[0], (h.H, h.W)))))
 
 
 def stream_info(bitstream) -> dict:
-    """Header fields, tile grid, generator histogram and ideal bits per symbol class of a stream."""
+    """Header fields, tile grids, generator histogram and ideal bits per symbol class of a stream."""
     data = _read_bytes(bitstream)
-    h, count, gen, params, seed, coef, dc_q = _parse(data)
+    h, planes = _parse(data)
     model = symbol_model(h.table_id)
-    ny, nx = grid_shape(h.H, h.W, h.tile, h.overlap)
-    a, atid, b, btid = model.split(count, gen, params, seed, coef, dc_q, ny, nx)
-    live = np.arange(gen.shape[1])[None, :] < count[:, None]
-    hist = Counter(gens.get_generator(int(g)).name for g in gen[live])
-    hist["FLAT"] = int((count == 0).sum())
+    hist: Counter = Counter()
+    bits: Counter = Counter()
+    per_plane = []
+    for name, sym, shape in zip(("Y", "Cb", "Cr"), planes, plane_shapes(h.layout, h.H, h.W)):
+        ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
+        a, atid, b, btid = model.split(*sym, ny, nx)
+        bits.update(_class_bits(model, a, atid, b, btid))
+        live = np.arange(sym.gen.shape[1])[None, :] < sym.count[:, None]
+        hist.update(gens.get_generator(int(g)).name for g in sym.gen[live])
+        hist["FLAT"] += int((sym.count == 0).sum())
+        per_plane.append({"plane": name, "shape": list(shape), "grid": [ny, nx], "atoms": int(sym.count.sum())})
     return {
         "version": h.version, "layout": h.layout, "width": h.W, "height": h.H, "tile": h.tile,
         "overlap": h.overlap, "window": h.window, "window_param": h.window_param, "seed": h.seed,
         "gain_step": h.gain_step, "dc_step": h.dc_step, "table_id": h.table_id, "meta": h.meta,
-        "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W), "tiles": ny * nx, "grid": [ny, nx],
-        "atoms": int(count.sum()), "generators": dict(hist.most_common()),
-        "bits_by_class": _class_bits(model, a, atid, b, btid),
+        "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W),
+        "tiles": int(sum(p["grid"][0] * p["grid"][1] for p in per_plane)), "grid": per_plane[0]["grid"],
+        "planes": per_plane, "atoms": int(sum(p["atoms"] for p in per_plane)),
+        "generators": dict(hist.most_common()), "bits_by_class": {k: round(v, 1) for k, v in sorted(bits.items())},
     }

@@ -68,6 +68,9 @@ class CodecConfig:
         never depends on it.
       table_id: frozen rANS table set (recorded in the stream; the search's bit costs come from
         the same tables).
+      target_bpp: when set, ``encode_y``/``encode`` search ``lambda_rd`` by bisection so the
+        stream lands within 3 % of this rate (or as close as the image allows).
+      chroma_lambda: the chroma planes are coded with ``lambda_rd * chroma_lambda``.
     """
 
     tile: int = 32
@@ -86,9 +89,11 @@ class CodecConfig:
     dc_step: float = 1.0 / 128.0
     max_coef: int = 1023
     early_exit: float = 1e-5
-    max_atoms: int = 8
+    max_atoms: int = 16
     generators: tuple[str, ...] | None = None
     table_id: str = "pc15-v1"
+    target_bpp: float | None = None
+    chroma_lambda: float = 2.0
 
     def __post_init__(self):
         _int("tile", self.tile, 8, 256)
@@ -122,6 +127,9 @@ class CodecConfig:
             if not names:
                 raise ValueError("generators must name at least one generator (or be None for all)")
             object.__setattr__(self, "generators", names)
+        _finite("chroma_lambda", self.chroma_lambda, lo=0.0)
+        if self.target_bpp is not None:
+            _finite("target_bpp", self.target_bpp, lo=0.0, lo_open=True)
         if not isinstance(self.table_id, str) or not self.table_id:
             raise ValueError(f"table_id must be a non-empty string, got {self.table_id!r}")
 
@@ -132,6 +140,14 @@ class CodecConfig:
     @property
     def dc_levels(self) -> int:
         return int(round(1.0 / self.dc_step)) + 1
+
+    def tables_key(self) -> "CodecConfig":
+        """The fields that shape the search tables (dictionary, rate model, allowed atoms) only:
+        configs that differ in lambda, alpha, the search mode or the target share their tables."""
+        d = CodecConfig()
+        return dataclasses.replace(d, tile=self.tile, overlap=self.overlap, seed=self.seed,
+                                   gamma_seam=self.gamma_seam, seam_power=self.seam_power, dc_step=self.dc_step,
+                                   max_coef=self.max_coef, generators=self.generators, table_id=self.table_id)
 
     def replace(self, **changes) -> "CodecConfig":
         """A copy with some fields changed (validated again)."""

@@ -429,8 +429,8 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
 
 
 def default_tables(cfg: CodecConfig) -> SearchTables:
-    """Dictionary + fixed uniform rate model tables for ``cfg`` (cached per config)."""
-    return _default_tables(cfg)
+    """Dictionary + fixed uniform rate model tables for ``cfg`` (cached per table-shaping fields)."""
+    return _default_tables(cfg.tables_key())
 
 
 @functools.lru_cache(maxsize=8)

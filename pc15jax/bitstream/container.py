@@ -7,8 +7,9 @@ Layout (little-endian)::
             | u32 seed | f32 gain_step | f32 dc_step | f32 gamma_seam | f32 seam_power
             | u8 len + table id (ASCII) | u16 len + encoder meta (canonical JSON, nothing run-dependent)
             | u32 CRC32 of everything above
-    body    u32 symbols in A | u32 words in A | u32 symbols in B | u32 words in B | A words | B words
-            | u32 CRC32 of the body
+    body    per plane (Y; or Y, Cb, Cr for YCbCr420, chroma planes of ceil(H/2) x ceil(W/2)):
+              u32 symbols in A | u32 words in A | u32 symbols in B | u32 words in B | A words | B words
+            then u32 CRC32 of the whole body
 
 Every check happens before any allocation that depends on the stream: sizes are bounded by
 ``MAX_DIM``/``MAX_PIXELS`` and by the bytes actually present. Every malformed input raises
@@ -31,7 +32,8 @@ import numpy as np
 
 from .errors import BitstreamError
 
-__all__ = ["StreamHeader", "TileRec", "pack_stream", "unpack_stream", "atomic_write_bytes", "MAGIC", "VERSION",
+__all__ = ["StreamHeader", "TileRec", "pack_stream", "unpack_stream", "plane_shapes", "atomic_write_bytes", "MAGIC",
+           "VERSION",
            "MAX_DIM", "MAX_PIXELS", "MAX_TILE", "MAX_TILE_SAMPLES", "WINDOW_CODES", "LAYOUTS"]
 
 MAGIC = b"PC15"
@@ -41,7 +43,7 @@ MAX_PIXELS = 1 << 28  # H * W
 MAX_TILE = 256  # the decoder renders atoms at tile size: bounds its dictionary (~1.1 GB at 256)
 MAX_TILE_SAMPLES = 1 << 30  # tiles * tile**2: bounds the decoded tile stack (4 GiB of float32)
 WINDOW_CODES = ("hann", "tukey", "kaiser")
-LAYOUTS = ("Y",)
+LAYOUTS = ("Y", "YCbCr420")  # luma only; luma + chroma subsampled 2x2
 _FIXED = struct.Struct("<4sBBIIHHBfIffff")
 
 
@@ -138,8 +140,19 @@ def _canonical_meta(meta) -> bytes:
     return b
 
 
-def pack_stream(h: StreamHeader, n_a: int, a_words: bytes, n_b: int, b_words: bytes) -> bytes:
-    """Header + two rANS payloads -> bytes."""
+def plane_shapes(layout: str, H: int, W: int) -> list[tuple[int, int]]:
+    """Sizes of the coded planes of a layout."""
+    if layout == "Y":
+        return [(H, W)]
+    c = ((H + 1) // 2, (W + 1) // 2)
+    return [(H, W), c, c]
+
+
+def pack_stream(h: StreamHeader, planes) -> bytes:
+    """Header + one ``(n_a, a_words, n_b, b_words)`` payload per plane -> bytes."""
+    planes = list(planes)
+    if len(planes) != len(plane_shapes(h.layout, h.H, h.W)):
+        raise ValueError(f"layout {h.layout} needs {len(plane_shapes(h.layout, h.H, h.W))} planes, got {len(planes)}")
     wp = float("nan") if h.window_param is None else float(h.window_param)
     tid = h.table_id.encode("ascii")
     if not 0 < len(tid) < 256:
@@ -149,12 +162,12 @@ def pack_stream(h: StreamHeader, n_a: int, a_words: bytes, n_b: int, b_words: by
                        WINDOW_CODES.index(h.window), wp, h.seed, h.gain_step, h.dc_step, h.gamma_seam, h.seam_power)
     head += struct.pack("<B", len(tid)) + tid + struct.pack("<H", len(meta)) + meta
     head += struct.pack("<I", zlib.crc32(head))
-    body = struct.pack("<IIII", n_a, len(a_words) // 2, n_b, len(b_words) // 2) + a_words + b_words
+    body = b"".join(struct.pack("<IIII", n_a, len(a) // 2, n_b, len(b) // 2) + a + b for n_a, a, n_b, b in planes)
     return head + body + struct.pack("<I", zlib.crc32(body))
 
 
-def unpack_stream(data: bytes) -> tuple[StreamHeader, int, bytes, int, bytes]:
-    """Bytes -> (header, symbols in A, A words, symbols in B, B words). Raises BitstreamError."""
+def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int, bytes]]]:
+    """Bytes -> (header, one ``(n_a, a_words, n_b, b_words)`` per plane). Raises BitstreamError."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -202,27 +215,32 @@ def unpack_stream(data: bytes) -> tuple[StreamHeader, int, bytes, int, bytes]:
         meta = json.loads(meta_b.decode("utf-8")) if n_meta else {}
     except (UnicodeDecodeError, ValueError):
         raise BitstreamError("corrupt header strings") from None
-    if len(data) < pos + 16 + 4:
-        raise BitstreamError("truncated body")
+    shapes = plane_shapes(LAYOUTS[layout], H, W)
     body_start = pos
-    n_a, w_a, n_b, w_b = struct.unpack_from("<IIII", data, pos)
-    pos += 16
-    end = pos + 2 * (w_a + w_b)
-    if end + 4 > len(data):
-        raise BitstreamError("truncated body")
-    if end + 4 < len(data):
-        raise BitstreamError(f"{len(data) - end - 4} trailing bytes after the stream")
-    (crc,) = struct.unpack_from("<I", data, end)
-    if zlib.crc32(data[body_start:end]) != crc:
+    planes = []
+    for ph, pw in shapes:
+        if len(data) < pos + 16 + 4:
+            raise BitstreamError("truncated body")
+        n_a, w_a, n_b, w_b = struct.unpack_from("<IIII", data, pos)
+        pos += 16
+        end = pos + 2 * (w_a + w_b)
+        if end + 4 > len(data):
+            raise BitstreamError("truncated body")
+        ny, nx = grid_shape(ph, pw, tile, overlap)
+        if n_a < ny * nx:
+            raise BitstreamError("stream holds fewer symbols than tiles")
+        planes.append((n_a, data[pos:pos + 2 * w_a], n_b, data[pos + 2 * w_a:end]))
+        pos = end
+    if pos + 4 < len(data):
+        raise BitstreamError(f"{len(data) - pos - 4} trailing bytes after the stream")
+    (crc,) = struct.unpack_from("<I", data, pos)
+    if zlib.crc32(data[body_start:pos]) != crc:
         raise BitstreamError("payload CRC mismatch (corrupt data)")
-    ny, nx = grid_shape(H, W, tile, overlap)
-    if n_a < ny * nx:
-        raise BitstreamError("stream holds fewer symbols than tiles")
     h = StreamHeader(H=H, W=W, tile=tile, overlap=overlap, window=WINDOW_CODES[window],
                      window_param=None if math.isnan(wp) else float(wp), seed=seed, gain_step=gain_step,
                      dc_step=dc_step, gamma_seam=gamma, seam_power=power, table_id=tid, layout=LAYOUTS[layout],
                      meta=meta)
-    return h, n_a, data[pos:pos + 2 * w_a], n_b, data[pos + 2 * w_a:end]
+    return h, planes
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
