@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import bench_rans, bench_speed
@@ -40,3 +41,37 @@ def test_bench_rans_rows(capsys):
     assert bench_rans.main(["--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(rows) == 4 and all(r["overhead_vs_entropy_pct"] < 1.0 for r in rows)
+
+
+def test_bd_rate_and_envelope():
+    from experiments import bench_rd
+
+    ref = np.array([[0.1, 25.0, 0.7], [0.2, 28.0, 0.8], [0.4, 31.0, 0.9], [0.8, 34.0, 0.95]])
+    test = ref.copy()
+    test[:, 0] *= 0.8  # same quality for 20 % fewer bits
+    assert bench_rd.bd_rate(test, ref) == pytest.approx(-20.0, abs=1e-6)
+    assert bench_rd.bd_rate(ref, ref) == pytest.approx(0.0, abs=1e-9)
+    assert bench_rd.bd_rate(ref[:1], ref) is None
+    far = ref.copy()
+    far[:, 1] += 50  # no common PSNR range
+    assert bench_rd.bd_rate(far, ref) is None
+    pts = [{"codec": "x", "setting": s, "bpp": b, "psnr": p, "ssim": 0.5} for s, b, p in
+           [(1, 0.1, 25.0), (2, 0.2, 24.0), (3, 0.3, 27.0)]]
+    np.testing.assert_array_equal(bench_rd.mean_curve(pts, "x")[:, 0], [0.1, 0.3])  # dominated point dropped
+
+
+def test_bench_rd_quick(tmp_path, capsys):
+    from PIL import Image
+
+    from experiments import bench_rd
+
+    img = np.asarray(Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)))
+    Image.fromarray(img).save(tmp_path / "a.png")
+    assert bench_rd.main(["--images", str(tmp_path / "a.png"), "--gray", "--quick", "--codecs", "pc15,jpeg",
+                          "--out", str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "rd_points.json").read_text())
+    assert data["mode"] == "grayscale" and len(data["points"]) == 4
+    assert {"image", "codec", "setting", "bytes", "bpp", "psnr", "ssim", "seconds"} <= set(data["points"][0])
+    assert "BD-rate of PC15 against jpeg" in (tmp_path / "out" / "rd_table.md").read_text()
+    assert (tmp_path / "out" / "rd_curves.png").stat().st_size > 5000
+    assert bench_rd.main(["--codecs", "nope"]) == 2
