@@ -31,7 +31,7 @@ from .config import CodecConfig
 from .dictionary import get_dictionary
 from .pipeline import as_gray_float
 from .score import RateModel
-from .search import SearchTables, make_tables, search_atoms
+from .search import SearchTables, _reconstruct, make_tables, search_atoms
 from .tiling import TileGridCfg, blend, extract_tiles, tile_image
 
 __all__ = ["encode_y", "decode_y", "encode", "decode", "read_bitstream", "write_bitstream", "stream_info", "codec_tables", "symbol_model",
@@ -100,18 +100,6 @@ def _header_window_params(h: StreamHeader):
     if h.window_param is None:
         return None
     return {"alpha": h.window_param} if h.window == "tukey" else {"beta": h.window_param} if h.window == "kaiser" else None
-
-
-@jax.jit
-def _reconstruct(atom, coef_q, dc_q, atoms, sw, gain_step, dc_step):
-    """Tiles from symbols: ``o + sum_k c_k atom_k / sw`` -> ``[N, T, T]`` (atom/coef are ``[N, K]``)."""
-    n = sw.shape[0]
-    T = int(round(n ** 0.5))
-    step = gain_step * jnp.sqrt(jnp.asarray(n, jnp.float32))
-    c = coef_q.astype(jnp.float32) * step
-    r = dc_q.astype(jnp.float32)[:, None] * dc_step + jnp.einsum("nk,nkd->nd", c, atoms[atom],
-                                                                 precision=jax.lax.Precision.HIGHEST) / sw
-    return r.reshape(-1, T, T)
 
 
 class PlaneSymbols(NamedTuple):

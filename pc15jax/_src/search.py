@@ -441,20 +441,27 @@ def _default_tables(cfg: CodecConfig) -> SearchTables:
 
 @jax.jit
 def _reconstruct(atom, coef_q, dc_q, atoms, sw, gain_step, dc_step):
+    """Tiles from symbols: ``o + sum_k c_k atom_k / sw`` -> ``[N, T, T]`` (atom/coef are ``[N, K]``)."""
     n = sw.shape[0]
     T = int(round(n ** 0.5))
     step = gain_step * jnp.sqrt(jnp.asarray(n, jnp.float32))
-    c_hat = coef_q.astype(jnp.float32) * step
-    o_hat = dc_q.astype(jnp.float32) * dc_step
-    r = o_hat[:, None] + c_hat[:, None] * atoms[atom] / sw
+    c = coef_q.astype(jnp.float32) * step
+    r = dc_q.astype(jnp.float32)[:, None] * dc_step + jnp.einsum("nk,nkd->nd", c, atoms[atom],
+                                                                 precision=HIGHEST) / sw
     return r.reshape(-1, T, T)
 
 
 def reconstruct_tiles(dic: Dictionary, atom, coef_q, dc_q, cfg: CodecConfig) -> jax.Array:
-    """Re-render tiles from their symbols -> float32 ``[N, T, T]`` (what a decoder computes)."""
+    """Re-render tiles from their symbols -> float32 ``[N, T, T]`` (what a decoder computes).
+
+    ``atom``/``coef_q`` are ``[N]`` (one atom per tile) or ``[N, K]`` (atom 0 contributes nothing).
+    """
+    atom, coef_q = jnp.asarray(atom, jnp.int32), jnp.asarray(coef_q, jnp.int32)
+    if atom.ndim == 1:
+        atom, coef_q = atom[:, None], coef_q[:, None]
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return _reconstruct(jnp.asarray(atom, jnp.int32), jnp.asarray(coef_q, jnp.int32), jnp.asarray(dc_q, jnp.int32),
-                        dic.atoms, dic.sw, f(cfg.gain_step), f(cfg.dc_step))
+    return _reconstruct(atom, coef_q, jnp.asarray(dc_q, jnp.int32), dic.atoms, dic.sw, f(cfg.gain_step),
+                        f(cfg.dc_step))
 
 
 def tile_symbols(dic: Dictionary, res: SearchResult) -> TileSymbols:
