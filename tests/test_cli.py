@@ -75,3 +75,14 @@ def test_bench_rd_quick(tmp_path, capsys):
     assert "BD-rate of PC15 against jpeg" in (tmp_path / "out" / "rd_table.md").read_text()
     assert (tmp_path / "out" / "rd_curves.png").stat().st_size > 5000
     assert bench_rd.main(["--codecs", "nope"]) == 2
+
+
+def test_sweep_luma_runs(tmp_path, capsys):
+    from PIL import Image
+
+    from experiments import sweep_luma
+
+    Image.fromarray((np.random.default_rng(1).random((40, 48)) * 255).astype(np.uint8)).save(tmp_path / "g.png")
+    assert sweep_luma.main([str(tmp_path / "g.png"), "--tile", "16", "--overlap", "4", "--lambdas", "1,0.1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("bpp" in ln and "psnr" in ln for ln in lines)
