@@ -65,8 +65,8 @@ def run(args) -> dict:
     spec = pc.tile_image(img, cfg.grid)
     tiles = pc.extract_tiles(img, spec)
     N = spec.count
-    Np = max(S.TILE_BUCKET, -(-N // S.TILE_BUCKET) * S.TILE_BUCKET)
-    tiles_p = jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)])
+    tiles_p = S.pad_tiles(tiles)
+    Np = tiles_p.shape[0]
     params = S.SearchParams.from_config(cfg)
     kw = dict(mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
 

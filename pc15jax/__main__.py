@@ -39,22 +39,6 @@ def _enable_compilation_cache() -> None:
         pass
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_image(path: str | None, gray: bool) -> tuple[np.ndarray, str]:
     """uint8 ``[H, W]`` (grayscale sources or ``gray``) or ``[H, W, 3]`` image; default skimage's camera."""
     if path is None:
@@ -81,10 +65,17 @@ def _palette_colour(im) -> bool:
 
 
 def _save_png(path: Path, img01: np.ndarray) -> None:
+    """Write a [0, 1] image as an 8-bit PNG, atomically (encoded in memory, then renamed into place)."""
+    import io
+
     from PIL import Image
 
+    from pc15jax.bitstream.container import atomic_write_bytes
+
     u8 = np.round(np.clip(img01, 0.0, 1.0) * 255.0).astype(np.uint8)
-    _atomic_write(path, lambda p: Image.fromarray(u8).save(p, format="PNG"))
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _config(args):
@@ -201,8 +192,7 @@ def cmd_demo(args) -> int:
     report = {"input": name, "shape": list(img.shape), "bytes": st["bytes"], "bpp": enc["bpp"], "psnr": p,
               "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"], "decode_s": decode_s,
               "tiles": st["tiles"], "generators": st["generators"]}
-    _atomic_write(outdir / "compare.png", lambda f: _figure(img.astype(np.float32) / 255.0, dec, report, f))
-
+    _figure(img.astype(np.float32) / 255.0, dec, report, outdir / "compare.png")
     if args.json:
         print(json.dumps(report))
     else:
@@ -216,6 +206,9 @@ def cmd_demo(args) -> int:
 
 
 def _figure(x, recon, report, path):
+    """Side-by-side input / reconstruction, written atomically as PNG."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,8 +222,12 @@ def _figure(x, recon, report, path):
     for a in ax:
         a.axis("off")
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    from pc15jax.bitstream.container import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _parser():

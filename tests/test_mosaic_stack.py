@@ -1,6 +1,5 @@
 """mosaic_jax stacking, feathering and assembly against numpy / astropy / scipy references."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Tile starts, extraction, windows, blending (partition of unity), seam penalty mask."""
 
-import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st

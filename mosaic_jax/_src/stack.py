@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .photometry import MIN_PIXELS, _as_hwc, _scaling, noise_sigma, solve_tile_photometry
+from .photometry import MIN_PIXELS, _scaling, noise_sigma, solve_tile_photometry
 
 __all__ = ["stack_frames", "frame_weights", "NORMALIZE", "REJECT"]
 
@@ -141,7 +141,7 @@ def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int):
     Hp = -(-H // chunk) * chunk
     pad = ((0, 0), (0, Hp - H), (0, 0), (0, 0))
     fp = jnp.pad(f, pad, constant_values=jnp.nan).reshape(N, Hp // chunk, chunk, W, C).transpose(1, 0, 2, 3, 4)
-    wp = jnp.pad(w, pad[:3] + ((0, 0),)[:0]).reshape(N, Hp // chunk, chunk, W).transpose(1, 0, 2, 3)
+    wp = jnp.pad(w, pad[:3]).reshape(N, Hp // chunk, chunk, W).transpose(1, 0, 2, 3)
 
     def one(args):
         v, wt = args  # [N, chunk, W, C], [N, chunk, W]

@@ -27,11 +27,11 @@ from ..bitstream.container import (StreamHeader, TileRec, atomic_write_bytes, gr
 from ..bitstream.models import MAX_ATOMS, MAX_COEF, GenLayout, SymbolModel, load_table_json
 from . import generators as gens
 from .color import as_rgb_float, rgb_to_ycbcr, subsample_420, upsample_420, ycbcr_to_rgb
-from .config import CodecConfig
+from .config import CodecConfig, resolve_config
 from .dictionary import get_dictionary
 from .pipeline import as_gray_float
 from .score import RateModel
-from .search import SearchTables, _reconstruct, make_tables, search_atoms
+from .search import SearchTables, _reconstruct, dictionary_for, make_tables, search_atoms
 from .tiling import TileGridCfg, blend, extract_tiles, tile_image
 
 __all__ = ["encode_y", "decode_y", "encode", "decode", "read_bitstream", "write_bitstream", "stream_info", "codec_tables", "symbol_model",
@@ -87,8 +87,7 @@ def codec_tables(cfg: CodecConfig) -> SearchTables:
 
 @functools.lru_cache(maxsize=8)
 def _codec_tables(cfg: CodecConfig) -> SearchTables:
-    dic = get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
-    return make_tables(dic, rate_model_from_symbols(symbol_model(cfg.table_id), cfg), cfg)
+    return make_tables(dictionary_for(cfg), rate_model_from_symbols(symbol_model(cfg.table_id), cfg), cfg)
 
 
 def _window_param(cfg: CodecConfig):
@@ -352,13 +351,6 @@ def _encode_to_target(x: np.ndarray, cfg: CodecConfig, encode_fn) -> dict:
     return enc
 
 
-def _check_cfg(cfg):
-    cfg = CodecConfig() if cfg is None else cfg
-    if not isinstance(cfg, CodecConfig):
-        raise ValueError(f"cfg must be a CodecConfig, got {type(cfg).__name__}")
-    return cfg
-
-
 def encode_y(image, cfg: CodecConfig | None = None) -> dict:
     """Encode a grayscale image.
 
@@ -380,7 +372,7 @@ def encode_y(image, cfg: CodecConfig | None = None) -> dict:
       >>> bool((img == enc["recon"]).all())
       True
     """
-    cfg = _check_cfg(cfg)
+    cfg = resolve_config(cfg)
     x = as_gray_float(image)
     if cfg.target_bpp is not None:
         return _encode_to_target(x, cfg, _encode_gray)
@@ -397,7 +389,7 @@ def encode(image, cfg: CodecConfig | None = None) -> dict:
       dict like :func:`encode_y`; ``recon`` is float32 ``[H, W, 3]``, exactly what :func:`decode`
       returns.
     """
-    cfg = _check_cfg(cfg)
+    cfg = resolve_config(cfg)
     if np.ndim(image) == 2:
         return encode_y(image, cfg)
     x = as_rgb_float(image)
@@ -415,7 +407,7 @@ def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
     search_s = time.perf_counter() - t1
     atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
                                                                                      res.dc_q)))
-    dic = get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
+    dic = dictionary_for(cfg)
     sym = PlaneSymbols(count, dic.gen_id[atom].astype(np.int64), dic.param_idx[atom].astype(np.int64),
                        dic.seed_sym[atom].astype(np.int64), coef_q, dc_q)
     return sym, search_s, spec.count

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .pipeline import to_unit_float
+
 __all__ = ["rgb_to_ycbcr", "ycbcr_to_rgb", "subsample_420", "upsample_420", "as_rgb_float"]
 
 _FWD = np.array([[0.299, 0.587, 0.114],
@@ -55,12 +57,4 @@ def as_rgb_float(image) -> np.ndarray:
         raise ValueError(f"expected an RGB [H, W, 3] image, got shape {a.shape}")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"image must be at least 1x1, got {a.shape[0]}x{a.shape[1]}")
-    if np.issubdtype(a.dtype, np.unsignedinteger):
-        return (a.astype(np.float64) / np.iinfo(a.dtype).max).astype(np.float32)
-    if np.issubdtype(a.dtype, np.floating):
-        if not np.all(np.isfinite(a)):
-            raise ValueError("image contains NaN or infinite values")
-        if a.min() < -1e-6 or a.max() > 1 + 1e-6:
-            raise ValueError(f"float images must lie in [0, 1], got values in [{a.min():.4g}, {a.max():.4g}]")
-        return np.clip(a, 0.0, 1.0).astype(np.float32)
-    raise ValueError(f"unsupported image dtype {a.dtype}; use uint8 or float in [0, 1]")
+    return to_unit_float(a)

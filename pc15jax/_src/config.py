@@ -11,7 +11,7 @@ import numpy as np
 from . import generators as gens
 from .tiling import WINDOWS, TileGridCfg, _resolve_window
 
-__all__ = ["CodecConfig", "SEARCH_MODES"]
+__all__ = ["CodecConfig", "SEARCH_MODES", "resolve_config"]
 
 SEARCH_MODES = ("exhaustive", "coarse_to_fine")
 
@@ -152,3 +152,12 @@ class CodecConfig:
     def replace(self, **changes) -> "CodecConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def resolve_config(cfg) -> CodecConfig:
+    """``None`` -> ``CodecConfig()``; a ``CodecConfig`` as is; anything else -> ``ValueError``."""
+    if cfg is None:
+        return CodecConfig()
+    if not isinstance(cfg, CodecConfig):
+        raise ValueError(f"cfg must be a CodecConfig, got {type(cfg).__name__}")
+    return cfg

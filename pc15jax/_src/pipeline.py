@@ -9,26 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import CodecConfig
-from .dictionary import Dictionary, get_dictionary
-from .search import SearchResult, SearchTables, TileSymbols, search_tiles, tile_symbols
+from .config import resolve_config
+from .search import SearchResult, SearchTables, TileSymbols, dictionary_for, search_tiles, tile_symbols
 from .tiling import TileSpec, blend, extract_tiles, tile_image
 
-__all__ = ["SearchOutput", "search_image", "as_gray_float"]
+__all__ = ["SearchOutput", "search_image", "as_gray_float", "to_unit_float", "dictionary_for"]
 
 
-def as_gray_float(image) -> np.ndarray:
-    """Validate a grayscale image -> float32 ``[H, W]`` in [0, 1].
+def to_unit_float(a: np.ndarray) -> np.ndarray:
+    """uint8 / other unsigned ints (scaled by their maximum) or floats in [0, 1] -> float32 in [0, 1].
 
-    Accepts uint8 (divided by 255), other unsigned ints (scaled by their maximum) or floats
-    already in [0, 1]. Raises ``ValueError`` otherwise (wrong rank, NaN/inf, out of range).
+    Raises ``ValueError`` for NaN/inf, floats outside [0, 1] and any other dtype.
     """
-    a = np.asarray(image)
-    if a.ndim != 2:
-        raise ValueError(f"expected a grayscale [H, W] image, got shape {a.shape}")
-    if a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"image must be at least 1x1, got {a.shape[0]}x{a.shape[1]}")
-    if a.dtype == np.bool_:
-        return a.astype(np.float32)
     if np.issubdtype(a.dtype, np.unsignedinteger):
         return (a.astype(np.float64) / np.iinfo(a.dtype).max).astype(np.float32)
     if np.issubdtype(a.dtype, np.floating):
@@ -39,6 +31,22 @@ def as_gray_float(image) -> np.ndarray:
             raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
         return np.clip(a, 0.0, 1.0).astype(np.float32)
     raise ValueError(f"unsupported image dtype {a.dtype}; use uint8 or float in [0, 1]")
+
+
+def as_gray_float(image) -> np.ndarray:
+    """Validate a grayscale image -> float32 ``[H, W]`` in [0, 1].
+
+    Accepts bool, uint8 (divided by 255), other unsigned ints (scaled by their maximum) or floats
+    already in [0, 1]. Raises ``ValueError`` otherwise (wrong rank, NaN/inf, out of range).
+    """
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise ValueError(f"expected a grayscale [H, W] image, got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"image must be at least 1x1, got {a.shape[0]}x{a.shape[1]}")
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    return to_unit_float(a)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +85,7 @@ def search_image(image, cfg: CodecConfig | None = None, *, tables: SearchTables 
       >>> out.recon.shape
       (48, 64)
     """
-    cfg = CodecConfig() if cfg is None else cfg
-    if not isinstance(cfg, CodecConfig):
-        raise ValueError(f"cfg must be a CodecConfig, got {type(cfg).__name__}")
+    cfg = resolve_config(cfg)
     x = as_gray_float(image)
     spec = tile_image(x, cfg.grid)
     tiles = extract_tiles(x, spec)
@@ -91,7 +97,3 @@ def search_image(image, cfg: CodecConfig | None = None, *, tables: SearchTables 
     return SearchOutput(spec=spec, result=res, symbols=tile_symbols(dic, res), recon=np.asarray(recon),
                         bits=bits, bpp=bits / (spec.H * spec.W))
 
-
-def dictionary_for(cfg: CodecConfig) -> Dictionary:
-    """The (cached) atom dictionary of a configuration."""
-    return get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)

@@ -49,6 +49,8 @@ __all__ = [
     "TILE_BUCKET",
     "AtomsResult",
     "search_atoms",
+    "pad_tiles",
+    "dictionary_for",
 ]
 
 TILE_BUCKET = 64
@@ -331,7 +333,6 @@ def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand, first: bool = T
 @functools.partial(jax.jit, static_argnames=("mode", "beam", "shortlist"))
 def _search(tiles, t: SearchTables, p: SearchParams, *, mode: str, beam: int, shortlist: int) -> SearchResult:
     pr = _prepare(tiles, t, p)
-    N = tiles.shape[0]
     flat_d_proxy = (p.alpha * pr.kappa + (1.0 - p.alpha)) * (pr.energy + pr.dc_err) / jnp.sum(t.sw * t.sw)
 
     def full(_):
@@ -353,6 +354,27 @@ def _search_more(tiles, recon, dc_q, n_prev, t: SearchTables, p: SearchParams, *
     return _finalise(pr, t, p, _shortlist(pr, t, p, mode, beam, shortlist), first=False)
 
 
+def pad_tiles(tiles: jax.Array) -> jax.Array:
+    """Pad a tile batch with zero tiles to a multiple of ``TILE_BUCKET`` (at least one bucket)."""
+    N = tiles.shape[0]
+    Np = max(TILE_BUCKET, -(-N // TILE_BUCKET) * TILE_BUCKET)
+    if Np == N:
+        return tiles
+    return jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)], axis=0)
+
+
+def _check_tiles(tiles, cfg: CodecConfig) -> jax.Array:
+    tiles = jnp.asarray(tiles, jnp.float32)
+    if tiles.ndim != 3 or tiles.shape[1:] != (cfg.tile, cfg.tile):
+        raise ValueError(f"tiles must have shape [N, {cfg.tile}, {cfg.tile}], got {tuple(tiles.shape)}")
+    return tiles
+
+
+def dictionary_for(cfg: CodecConfig) -> Dictionary:
+    """The (cached) atom dictionary of a configuration."""
+    return get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
+
+
 def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) -> SearchResult:
     """Choose the best (atom, amplitude, offset) for every tile.
 
@@ -364,16 +386,11 @@ def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
     Returns:
       :class:`SearchResult` with leading axis ``N``.
     """
-    tiles = jnp.asarray(tiles, jnp.float32)
-    if tiles.ndim != 3 or tiles.shape[1:] != (cfg.tile, cfg.tile):
-        raise ValueError(f"tiles must have shape [N, {cfg.tile}, {cfg.tile}], got {tuple(tiles.shape)}")
+    tiles = _check_tiles(tiles, cfg)
     if tables is None:
         tables = default_tables(cfg)
     N = tiles.shape[0]
-    Np = max(TILE_BUCKET, -(-N // TILE_BUCKET) * TILE_BUCKET)
-    if Np != N:
-        tiles = jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)], axis=0)
-    res = _search(tiles, tables, SearchParams.from_config(cfg), mode=cfg.search, beam=cfg.beam,
+    res = _search(pad_tiles(tiles), tables, SearchParams.from_config(cfg), mode=cfg.search, beam=cfg.beam,
                   shortlist=cfg.shortlist)
     return jax.tree.map(lambda a: a[:N], res)
 
@@ -401,14 +418,10 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
     ``J`` (its bits, the amplitude's and the larger atom count's included). A tile stops at its
     first stage without gain, or at ``cfg.max_atoms``.
     """
-    tiles = jnp.asarray(tiles, jnp.float32)
-    if tiles.ndim != 3 or tiles.shape[1:] != (cfg.tile, cfg.tile):
-        raise ValueError(f"tiles must have shape [N, {cfg.tile}, {cfg.tile}], got {tuple(tiles.shape)}")
+    tiles = _check_tiles(tiles, cfg)
     t = default_tables(cfg) if tables is None else tables
     N = tiles.shape[0]
-    Np = max(TILE_BUCKET, -(-N // TILE_BUCKET) * TILE_BUCKET)
-    if Np != N:
-        tiles = jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)], axis=0)
+    tiles = pad_tiles(tiles)
     prm = SearchParams.from_config(cfg)
     kw = dict(mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
     res = _search(tiles, t, prm, **kw)
@@ -435,8 +448,7 @@ def default_tables(cfg: CodecConfig) -> SearchTables:
 
 @functools.lru_cache(maxsize=8)
 def _default_tables(cfg: CodecConfig) -> SearchTables:
-    dic = get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
-    return make_tables(dic, uniform_rate_model(cfg.max_coef, cfg.dc_levels), cfg)
+    return make_tables(dictionary_for(cfg), uniform_rate_model(cfg.max_coef, cfg.dc_levels), cfg)
 
 
 @jax.jit

@@ -28,7 +28,6 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .errors import BitstreamError
 
