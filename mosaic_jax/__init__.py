@@ -7,6 +7,8 @@ into the canvas. Arrays are float32 ``[H, W, C]`` (mono ``[H, W, 1]``); NaN mean
 """
 
 from mosaic_jax._src.feather import assemble, feather_weights
+from mosaic_jax._src.grid import Grid, GridTile, make_grid
+from mosaic_jax._src.io import FrameInfo, MosaicInputError, debayer_bilinear, find_inputs, load_frame, scan_frame
 from mosaic_jax._src.photometry import (
     PhotometrySolution,
     apply_tile_photometric_scaling,
@@ -18,11 +20,29 @@ from mosaic_jax._src.photometry import (
     select_reference_tile,
     solve_tile_photometry,
 )
+from mosaic_jax._src.pipeline import MosaicConfig, MosaicResult, build_mosaic, stretch_preview, write_outputs
+from mosaic_jax._src.reproject import reproject_frame, resample_bilinear
 from mosaic_jax._src.stack import frame_weights, stack_frames
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "FrameInfo",
+    "Grid",
+    "GridTile",
+    "MosaicConfig",
+    "MosaicInputError",
+    "MosaicResult",
+    "build_mosaic",
+    "debayer_bilinear",
+    "find_inputs",
+    "load_frame",
+    "make_grid",
+    "reproject_frame",
+    "resample_bilinear",
+    "scan_frame",
+    "stretch_preview",
+    "write_outputs",
     "PhotometrySolution",
     "apply_tile_photometric_scaling",
     "assemble",

@@ -145,14 +145,15 @@ def _deming(x, y, w, delta):
     return g, my - g * mx, corr
 
 
-def _fit_channel(x2d, y2d, m, gain_lo, gain_hi, n_iter: int = 6) -> _Fit:
-    """Robust fit of the reference ``y`` on the target ``x`` (one channel, ``[H, W]`` planes)."""
+def _fit_channel(x2d, y2d, m, gain_lo, gain_hi, n_iter: int = 6, noise=None) -> _Fit:
+    """Robust fit of the reference ``y`` on the target ``x`` (one channel, ``[H, W]`` planes).
+    ``noise = (sigma_x, sigma_y)`` when known (else measured here)."""
     m = m & jnp.isfinite(x2d) & jnp.isfinite(y2d)
     n = jnp.sum(m)
     # centre on medians: float32 sums stay accurate
     cx, cy = _masked_median(x2d, m, COARSE_SAMPLES), _masked_median(y2d, m, COARSE_SAMPLES)
     cx, cy = jnp.where(jnp.isfinite(cx), cx, 0.0), jnp.where(jnp.isfinite(cy), cy, 0.0)
-    sx, sy = noise_sigma(x2d, m), noise_sigma(y2d, m)
+    sx, sy = (noise_sigma(x2d, m), noise_sigma(y2d, m)) if noise is None else noise
     delta = jnp.where(jnp.isfinite(sx) & jnp.isfinite(sy) & (sx > 0) & (sy > 0), (sy / jnp.maximum(sx, 1e-30)) ** 2, 1.0)
     x = jnp.where(m, x2d - cx, 0.0).reshape(-1)
     y = jnp.where(m, y2d - cy, 0.0).reshape(-1)
@@ -180,8 +181,12 @@ def _fit_channel(x2d, y2d, m, gain_lo, gain_hi, n_iter: int = 6) -> _Fit:
 
 
 @partial(jax.jit, static_argnames=("n_iter",))
-def _scaling(ref, tgt, mask, gain_lo, gain_hi, n_iter: int = 6) -> _Fit:
-    return jax.vmap(lambda r, t: _fit_channel(t, r, mask, gain_lo, gain_hi, n_iter), in_axes=(2, 2))(ref, tgt)
+def _scaling(ref, tgt, mask, gain_lo, gain_hi, n_iter: int = 6, noise_ref=None, noise_tgt=None) -> _Fit:
+    """Per-channel fits; ``noise_ref``/``noise_tgt`` ``[C]``: known pixel noise (else measured)."""
+    if noise_ref is None or noise_tgt is None:
+        return jax.vmap(lambda r, t: _fit_channel(t, r, mask, gain_lo, gain_hi, n_iter), in_axes=(2, 2))(ref, tgt)
+    return jax.vmap(lambda r, t, sr, st: _fit_channel(t, r, mask, gain_lo, gain_hi, n_iter, (st, sr)),
+                    in_axes=(2, 2, 0, 0))(ref, tgt, noise_ref, noise_tgt)
 
 
 def compute_tile_photometric_scaling(reference_tile, target_tile, *, mask=None, gain_bounds=(0.5, 2.0),

@@ -56,6 +56,15 @@ def frame_weights(frames, exposure=None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
+def _pair_fit(f, valid, i, j, start, lo, hi, size):
+    C = f.shape[-1]
+    a = lax.dynamic_slice(f, (i, start[0], start[1], 0), (1,) + size + (C,))[0]
+    b = lax.dynamic_slice(f, (j, start[0], start[1], 0), (1,) + size + (C,))[0]
+    m = (lax.dynamic_slice(valid, (i, start[0], start[1]), (1,) + size)[0]
+         & lax.dynamic_slice(valid, (j, start[0], start[1]), (1,) + size)[0])
+    return _scaling(a, b, m, lo, hi)
+
+
 def _normalise(f, mode: str, gain_bounds):
     N, H, W, C = f.shape
     valid = jnp.all(jnp.isfinite(f), axis=-1)  # [N, H, W]
@@ -83,8 +92,20 @@ def _normalise(f, mode: str, gain_bounds):
         keep = counts[ii, jj] >= MIN_PIXELS
         pairs = np.stack([ii[keep], jj[keep]], axis=1)
         if len(pairs):
+            # Fit each pair on a window holding the pair's common bounding box (one fixed, bucketed
+            # window size for all pairs: one compilation; dynamic_slice keeps it inside the frame).
+            vy = np.asarray(jnp.any(valid, axis=2))  # [N, H] rows with data
+            vx = np.asarray(jnp.any(valid, axis=1))  # [N, W]
+            starts, hh, ww = [], 1, 1
+            for i, j in pairs:
+                r, c = np.flatnonzero(vy[i] & vy[j]), np.flatnonzero(vx[i] & vx[j])
+                r, c = (r if r.size else np.array([0])), (c if c.size else np.array([0]))
+                starts.append((r[0], c[0]))
+                hh, ww = max(hh, r[-1] - r[0] + 1), max(ww, c[-1] - c[0] + 1)
+            hh, ww = min(-(-hh // 32) * 32, H), min(-(-ww // 32) * 32, W)
+            st = jnp.asarray(np.asarray(starts, np.int32))
             pi, pj = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
-            fit = lax.map(lambda a: _scaling(f[a[0]], f[a[1]], valid[a[0]] & valid[a[1]], lo, hi), (pi, pj))
+            fit = lax.map(lambda a: _pair_fit(f, valid, a[0], a[1], a[2], lo, hi, (hh, ww)), (pi, pj, st))
             sol = solve_tile_photometry(N, pairs, np.asarray(fit.gain), np.asarray(fit.offset),
                                         pair_weights=counts[pairs[:, 0], pairs[:, 1]], gauge=ref)
             gains, offsets = sol.gains, sol.offsets
@@ -135,8 +156,23 @@ def _winsorized_keep(v, fin, klo, khi, lims, n_iter):
     return fin & (v >= c - klo * s) & (v <= c + khi * s)
 
 
-@partial(jax.jit, static_argnames=("reject", "n_iter", "chunk"))
-def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int):
+def _compact(v, wt, depth: int):
+    """Keep, per pixel, the first ``depth`` frames that have data there (frames covering a tile
+    partly make the cube mostly NaN): ``[N, ...]`` -> ``[depth, ...]``, NaN / weight 0 padded."""
+    N = v.shape[0]
+    has = jnp.any(jnp.isfinite(v), axis=-1)  # [N, rows, W]
+    n = jnp.arange(N, dtype=jnp.int32)[:, None, None]
+    key = jnp.where(has, -n, -(N + n))  # valid frames first, in frame order
+    _, idx = lax.top_k(jnp.moveaxis(key, 0, -1), depth)  # [rows, W, depth]
+    idx = jnp.moveaxis(idx, -1, 0)
+    vv = jnp.take_along_axis(v, idx[..., None], axis=0)
+    ok = jnp.take_along_axis(has, idx, axis=0)
+    ww = jnp.where(ok, jnp.take_along_axis(wt, idx, axis=0), 0.0)
+    return jnp.where(ok[..., None], vv, jnp.nan), ww
+
+
+@partial(jax.jit, static_argnames=("reject", "n_iter", "chunk", "depth"))
+def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int, depth: int):
     N, H, W, C = f.shape
     Hp = -(-H // chunk) * chunk
     pad = ((0, 0), (0, Hp - H), (0, 0), (0, 0))
@@ -145,6 +181,8 @@ def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int):
 
     def one(args):
         v, wt = args  # [N, chunk, W, C], [N, chunk, W]
+        if depth < N:
+            v, wt = _compact(v, wt, depth)
         fin = jnp.isfinite(v)
         if reject == "kappa":
             keep = _kappa_keep(v, fin, klo, khi, n_iter)
@@ -164,13 +202,15 @@ def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int):
 
 def stack_frames(frames, weights=None, *, normalize: str = "overlap", reject: str = "winsorized",
                  kappa=(3.0, 3.0), winsor_limits=(0.05, 0.05), n_iter: int = 5, chunk_rows: int = 64,
-                 gain_bounds=(0.5, 2.0)):
+                 gain_bounds=(0.5, 2.0), weight_maps=None):
     """Stack the frames of one tile (NaN-aware).
 
     Args:
       frames: ``[N, H, W, C]`` (or ``[N, H, W]``), NaN where a frame has no data.
       weights: per-frame ``[N]`` or per-pixel ``[N, H, W]``; default :func:`frame_weights`
-        (inverse sky-noise variance).
+        (inverse sky-noise variance, measured after the normalisation).
+      weight_maps: optional ``[N, H, W]`` factors multiplied into the weights (e.g. ALPHA maps
+        times plan weights).
       normalize: ``"overlap"`` (pairwise robust fits over the frames' overlaps, solved globally
         with :func:`solve_tile_photometry`, gauge = the frame with the most pixels),
         ``"linear_fit"`` (each frame fitted to that frame), ``"median"`` (offsets matching the
@@ -198,15 +238,24 @@ def stack_frames(frames, weights=None, *, normalize: str = "overlap", reject: st
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     f = _as_nhwc(frames)
     N, H, W, C = f.shape
-    if weights is None:
-        weights = frame_weights(f)
-    w = jnp.asarray(weights, jnp.float32)
-    if w.shape == (N,):
-        w = jnp.broadcast_to(w[:, None, None], (N, H, W))
-    if w.shape != (N, H, W):
-        raise ValueError(f"weights must be [N] or [N, H, W] = [{N}] or [{N}, {H}, {W}], got {tuple(w.shape)}")
-    if not bool(jnp.all(jnp.isfinite(w) & (w >= 0))):
-        raise ValueError("weights must be finite and non-negative")
+    ws = [weights, weight_maps]
+    for k, v in enumerate(ws):
+        if v is None:
+            continue
+        v = jnp.asarray(v, jnp.float32)
+        if v.shape == (N,):
+            v = jnp.broadcast_to(v[:, None, None], (N, H, W))
+        if v.shape != (N, H, W):
+            raise ValueError(f"{('weights', 'weight_maps')[k]} must be [N] or [N, H, W] = [{N}] or [{N}, {H}, {W}], "
+                             f"got {tuple(v.shape)}")
+        if not bool(jnp.all(jnp.isfinite(v) & (v >= 0))):
+            raise ValueError(f"{('weights', 'weight_maps')[k]} must be finite and non-negative")
+        ws[k] = v
     f, _, _ = _normalise(f, normalize, gain_bounds)
+    w = jnp.broadcast_to(jnp.asarray(frame_weights(f))[:, None, None], (N, H, W)) if ws[0] is None else ws[0]
+    if ws[1] is not None:
+        w = w * ws[1]
+    depth = int(jnp.max(jnp.sum(jnp.any(jnp.isfinite(f), axis=-1), axis=0)))
+    depth = min(N, max(1, -(-depth // 4) * 4))  # bucketed: few compilations
     return _combine(f, w, jnp.float32(klo), jnp.float32(khi), jnp.asarray(lims, jnp.float32), reject=reject,
-                    n_iter=int(n_iter), chunk=int(min(chunk_rows, H)))
+                    n_iter=int(n_iter), chunk=int(min(chunk_rows, H)), depth=depth)
