@@ -20,8 +20,10 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from astropy.io import fits
+from jax import lax
 from astropy.wcs import WCS
 
 from .feather import feather_weights
@@ -265,9 +268,11 @@ def _crop(store, key, win, box):
     return np.asarray(d[sl]), np.asarray(w[sl])
 
 
-@jax.jit
-def _batched_scaling(A, B, M, lo, hi, SA, SB):
-    return jax.vmap(lambda a, b, m, sa, sb: _scaling(a, b, m, lo, hi, noise_ref=sa, noise_tgt=sb))(A, B, M, SA, SB)
+@partial(jax.jit, static_argnames=("batch",))
+def _batched_scaling(A, B, M, lo, hi, SA, SB, batch: int):
+    """Pair fits, ``batch`` pairs at a time (bounded memory for large overlaps)."""
+    return lax.map(lambda x: _scaling(x[0], x[1], x[2], lo, hi, noise_ref=x[3], noise_tgt=x[4]),
+                   (A, B, M, SA, SB), batch_size=batch)
 
 
 def _normalise_frames(windows, store, cfg, C, noise):
@@ -292,22 +297,9 @@ def _normalise_frames(windows, store, cfg, C, noise):
             pairs.append((i, j))
             crops.append((a, b, m))
             cnt.append(float(m.sum()))
-    if pairs:  # all pairs in one batched call, on windows of one (bucketed) size
-        hh = -(-max(a.shape[0] for a, _, _ in crops) // 32) * 32
-        ww = -(-max(a.shape[1] for a, _, _ in crops) // 32) * 32
-        P = -(-len(pairs) // 16) * 16
-        A = np.full((P, hh, ww, C), np.nan, np.float32)
-        B = np.full((P, hh, ww, C), np.nan, np.float32)
-        M = np.zeros((P, hh, ww), bool)
-        for p, (a, b, m) in enumerate(crops):
-            A[p, :a.shape[0], :a.shape[1]], B[p, :a.shape[0], :a.shape[1]], M[p, :a.shape[0], :a.shape[1]] = a, b, m
-        lo, hi = jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])
+    if pairs:  # all pairs in one batched call
         pa = np.asarray(pairs)
-        SA = np.zeros((P, C), np.float32)
-        SB = np.zeros((P, C), np.float32)
-        SA[:len(pairs)], SB[:len(pairs)] = noise[pa[:, 0]], noise[pa[:, 1]]
-        fit = _batched_scaling(jnp.asarray(A), jnp.asarray(B), jnp.asarray(M), lo, hi, jnp.asarray(SA), jnp.asarray(SB))
-        pg, po = np.asarray(fit.gain)[:len(pairs)], np.asarray(fit.offset)[:len(pairs)]
+        pg, po = _fit_pairs_batched(crops, noise[pa[:, 0]], noise[pa[:, 1]], cfg, C)
     if not pairs:
         return gains, offsets, 0
     gauge = max(keys, key=lambda k: int(np.isfinite(store.get(("f", k))[0][..., 0]).sum()))
@@ -374,9 +366,31 @@ def _bucket(x, q: int = 64):
     return np.pad(x, pad, constant_values=np.nan if x.ndim == 3 else 0.0)
 
 
+def _fit_pairs_batched(crops, noise_a, noise_b, cfg, C):
+    """Robust fits of many ``(a, b, mask)`` crops in one call, on windows of one bucketed size."""
+    hh = -(-max(a.shape[0] for a, _, _ in crops) // 32) * 32
+    ww = -(-max(a.shape[1] for a, _, _ in crops) // 32) * 32
+    batch = int(max(1, min(16, (1 << 18) // (hh * ww))))
+    P = -(-len(crops) // batch) * batch
+    A = np.full((P, hh, ww, C), np.nan, np.float32)
+    B = np.full((P, hh, ww, C), np.nan, np.float32)
+    M = np.zeros((P, hh, ww), bool)
+    SA, SB = np.ones((P, C), np.float32), np.ones((P, C), np.float32)
+    for p, (a, b, m) in enumerate(crops):
+        h, w = a.shape[:2]
+        A[p, :h, :w], B[p, :h, :w], M[p, :h, :w] = a, b, m
+    SA[:len(crops)], SB[:len(crops)] = noise_a, noise_b
+    lo, hi = jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])
+    fit = _batched_scaling(jnp.asarray(A), jnp.asarray(B), jnp.asarray(M), lo, hi, jnp.asarray(SA), jnp.asarray(SB),
+                           batch=batch)
+    return np.asarray(fit.gain)[:len(crops)], np.asarray(fit.offset)[:len(crops)]
+
+
 def _pair_fits(grid, store, cfg, C):
-    pairs, g, o, cnt, before, sig = [], [], [], [], [], []
+    """Fits of every overlapping pair of stacked tiles on its coverage-masked, eroded overlap."""
     ids = [t.index for t in grid.tiles if t.index in store]
+    noise = {i: np.asarray(_frame_noise(jnp.asarray(store.get(i)[0]))) for i in ids}
+    pairs, crops, cnt, before = [], [], [], []
     for a_i, i in enumerate(ids):
         ti = grid.tiles[i]
         for j in ids[a_i + 1:]:
@@ -395,15 +409,17 @@ def _pair_fits(grid, store, cfg, C):
             n = int(m.sum())
             if n < MIN_PAIR_PIXELS:
                 continue
-            gg, oo = compute_tile_photometric_scaling(a, b, mask=m, gain_bounds=cfg.gain_bounds, tile_id=f"{i}/{j}")
             pairs.append((i, j))
-            g.append(np.asarray(gg))
-            o.append(np.asarray(oo))
+            crops.append((a, b, m))
             cnt.append(n)
             before.append(_robust_diff(a, b, m))
-            sig.append([float(noise_sigma(jnp.asarray(a[..., c]), jnp.asarray(m))) for c in range(C)])
-    return (np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(g).reshape(-1, C), np.asarray(o).reshape(-1, C),
-            np.asarray(cnt, np.float64), np.asarray(before).reshape(-1, C), np.asarray(sig).reshape(-1, C))
+    if not pairs:
+        z = np.zeros((0, C))
+        return np.zeros((0, 2), np.int64), z, z, np.zeros(0), z, z
+    pa = np.asarray(pairs, np.int64)
+    sig = np.stack([noise[i] for i in pa[:, 0]])
+    pg, po = _fit_pairs_batched(crops, sig, np.stack([noise[j] for j in pa[:, 1]]), cfg, C)
+    return pa, pg, po, np.asarray(cnt, np.float64), np.asarray(before).reshape(-1, C), sig
 
 
 def _reference_solution(n, ref, pairs, g, o, C):
@@ -595,7 +611,9 @@ def stretch_preview(img, *, beta: float = 8.0) -> np.ndarray:
         med = float(np.median(v))
         mad = float(np.median(np.abs(v - med))) * 1.4826
         sub[..., c] = a[..., c] - (med - 2.0 * mad)
-    lum = np.nanmean(sub, axis=-1)
+    with warnings.catch_warnings():  # pixels with no data in any channel
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lum = np.nanmean(sub, axis=-1)
     hi = float(np.nanpercentile(lum, 99.9))
     hi = hi if hi > 0 else 1.0
     x = np.clip(np.nan_to_num(sub / hi, nan=0.0), 0.0, 1.0)

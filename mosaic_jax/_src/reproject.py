@@ -90,7 +90,7 @@ def resample_bilinear(image, coords):
     x = jnp.clip(jnp.where(inside, x, 0.0), 0.0, W - 1.0)
     iy = jnp.clip(jnp.floor(y), 0, max(H - 2, 0)).astype(jnp.int32)
     ix = jnp.clip(jnp.floor(x), 0, max(W - 2, 0)).astype(jnp.int32)
-    fy, fx = (y - iy)[..., None], (x - ix)[..., None]
+    fy, fx = (y - iy.astype(jnp.float32))[..., None], (x - ix.astype(jnp.float32))[..., None]
     dy, dx = min(1, H - 1), min(1, W - 1)
     flat = image.reshape(H * W, C)
 

@@ -112,7 +112,8 @@ def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_over
     """Write a grid of overlapping plate-solved frames of one simulated sky, with known truth.
 
     Args:
-      out_dir: folder for ``frame_NNN.fits``, ``truth.json`` and ``truth_sky.fits``.
+      out_dir: folder for ``frame_NNN.fits`` and ``truth.json``; the noiseless true sky goes to
+        ``truth/sky.fits`` (a subfolder, so the folder itself holds only the frames).
       grid: ``(rows, cols)`` of pointings. frame_shape: ``(H, W)`` of a frame. frame_overlap: overlap
         fraction of neighbouring frames. rgb / bayer: colour frames (Bayer: raw GRBG mosaics with a
         ``BAYERPAT`` keyword). sigma: noise per pixel (sky units). gain_range, offset_range: uniform
@@ -165,7 +166,7 @@ def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_over
             frames.append({"file": name, "gain": g, "cast": casts.tolist(), "offset": o,
                            "gradient_per_px": [float(gy), float(gx)], "center_radec": [float(ra), float(dec)]})
     truth_sky = simulate_sky(model, ref, ref, ext, C)
-    _write_frame(out / "truth_sky.fits", truth_sky, ref, {"OBJECT": "TRUE SKY"})
+    _write_frame(out / "truth" / "sky.fits", truth_sky, ref, {"OBJECT": "TRUE SKY"})
     truth = {"grid": [ny, nx], "frame_shape": list(frame_shape), "channels": C, "bayer": bool(bayer),
              "sigma": sigma, "background": model["background"], "seed": seed, "frames": frames,
              "model": "frame_c = gain * cast_c * sky_c + offset + gradient + N(0, sigma)"}

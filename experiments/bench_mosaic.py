@@ -1,0 +1,232 @@
+"""The grid-mode pipeline against ``reproject_and_coadd(..., match_background=True)`` on the same
+frames, in the same run: wall time, their ratio, the seam metric of each, peak memory.
+
+Usage:
+  python -m experiments.bench_mosaic [INPUT ...] [--json] [--tile-size-factor F]
+  python -m experiments.bench_mosaic --astro      # ../shared/data/astro: 2MASS cut into frames, Seestar
+
+Without input it simulates a colour sky (known truth) and also prints the error of the tiles'
+photometric scale against the truth, the residual sky flatness and the channel-ratio spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import mosaic_jax as mj
+from mosaic_jax.quality import block_medians, lad_fit, seam_metric
+
+ASTRO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "astro"
+
+
+class PeakRSS:
+    """Peak resident memory above the starting level while the block runs (samples /proc, Linux;
+    elsewhere the process's lifetime peak from getrusage)."""
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+        return self
+
+    def _rss(self):
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        except OSError:
+            from mosaic_jax._src.pipeline import peak_rss_mb
+
+            return peak_rss_mb()
+
+    def _run(self):
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join()
+        self.peak = max(self.peak, self._rss())
+        self.mb = self.peak - self.base
+
+
+def run_pipeline(inputs, cfg):
+    t = time.perf_counter()
+    with PeakRSS() as mem:
+        res = mj.build_mosaic(inputs, cfg, progress=False)
+    return res, time.perf_counter() - t, mem.mb
+
+
+def run_reproject_and_coadd(paths, wcs, shape):
+    """reproject's mosaicker on the same frames (read and debayered with our loader, timed too),
+    onto the same output grid, one call per channel."""
+    from reproject import reproject_interp
+    from reproject.mosaicking import reproject_and_coadd
+
+    t = time.perf_counter()
+    with PeakRSS() as mem:
+        infos, data = [], []
+        for p in paths:
+            try:
+                info = mj.scan_frame(p)
+            except Exception:  # the same frames our pipeline skips (no WCS...)
+                continue
+            infos.append(info)
+            data.append(np.asarray(mj.load_frame(info)[0]))
+        C = data[0].shape[-1]
+        out = []
+        for c in range(C):
+            arr, fp = reproject_and_coadd([(d[..., c], i.wcs) for d, i in zip(data, infos)], wcs, shape_out=shape,
+                                          reproject_function=reproject_interp, match_background=True)
+            out.append(np.where(fp > 0, arr, np.nan).astype(np.float32))
+    return np.stack(out, -1), time.perf_counter() - t, mem.mb, [(d, i.wcs) for d, i in zip(data, infos)]
+
+
+def truth_metrics(mosaic, wcs, grid, truth_dir) -> dict:
+    """Per-tile photometric scale against the true sky: gain and sky-level errors, flatness, colour."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    truth = json.loads((Path(truth_dir) / "truth.json").read_text())
+    with fits.open(Path(truth_dir) / "truth" / "sky.fits") as h:
+        sky = np.asarray(h[0].data, np.float32)
+        sw = WCS(h[0].header).celestial
+    sky = np.moveaxis(sky, 0, -1) if sky.ndim == 3 else sky[..., None]
+    H, W, C = mosaic.shape
+    ts = np.asarray(mj.reproject_frame(sky, sw, wcs, 0, 0, H, W))
+    sigma, bg = truth["sigma"], truth["background"]
+    out = {"gain_err_pct": [], "sky_level_err_sigma": [], "flatness_sigma": [], "channel_ratio_spread_pct": []}
+    per_tile = np.full((len(grid.tiles), C), np.nan)
+
+    def ols(x, y):  # the truth is noiseless: ordinary least squares of the mosaic on it is unbiased
+        A = np.stack([x, np.ones_like(x)], 1).astype(np.float64)
+        return np.linalg.lstsq(A, y.astype(np.float64), rcond=None)[0]
+
+    for c in range(C):
+        ok = np.isfinite(mosaic[..., c]) & np.isfinite(ts[..., c])
+        A, B = ols(ts[..., c][ok], mosaic[..., c][ok])
+        res = np.where(ok, mosaic[..., c] - (A * ts[..., c] + B), np.nan)
+        br = block_medians(res, 32)
+        out["flatness_sigma"].append(float(np.nanstd(br) / (A * sigma)))
+        for t in grid.tiles:
+            sl = (slice(t.y0, t.y0 + t.h), slice(t.x0, t.x0 + t.w))
+            m = ok[sl]
+            if m.sum() < 1000:
+                continue
+            a, b = ols(ts[..., c][sl][m], mosaic[..., c][sl][m])
+            per_tile[t.index, c] = a
+            out["gain_err_pct"].append(100 * abs(a / A - 1))
+            out["sky_level_err_sigma"].append(abs((a - A) * bg + (b - B)) / (A * sigma))
+    if C == 3:
+        for c in (0, 2):
+            r = per_tile[:, c] / per_tile[:, 1]
+            r = r[np.isfinite(r)]
+            out["channel_ratio_spread_pct"].append(float(100 * (r.max() - r.min()) / r.mean()) if r.size else 0.0)
+    return {"tile_gain_err_pct_max": float(np.max(out["gain_err_pct"])),
+            "tile_gain_err_pct_mean": float(np.mean(out["gain_err_pct"])),
+            "tile_sky_level_err_sigma_max": float(np.max(out["sky_level_err_sigma"])),
+            "tile_sky_level_err_sigma_mean": float(np.mean(out["sky_level_err_sigma"])),
+            "sky_flatness_sigma": float(np.mean(out["flatness_sigma"])),
+            "channel_ratio_spread_pct_max": float(max(out["channel_ratio_spread_pct"], default=0.0))}
+
+
+def bench(name, inputs, cfg, truth_dir=None) -> dict:
+    paths = [p for p, _, _ in mj.find_inputs(inputs)]
+    res, t_ours, mem_ours = run_pipeline(inputs, cfg)
+    ref, t_ref, mem_ref, frames = run_reproject_and_coadd(paths, res.wcs, res.grid.shape)
+    sm_ours = seam_metric(res.mosaic, res.wcs, frames, boxes=None)
+    sm_ref = seam_metric(ref, res.wcs, frames, boxes=None)
+    row = {"dataset": name, "frames": len(frames), "canvas": list(res.grid.shape), "tiles": len(res.grid.tiles),
+           "tile_size": res.grid.tile_size, "ours_s": t_ours, "reproject_and_coadd_s": t_ref,
+           "time_ratio": t_ours / t_ref, "seam_ours": sm_ours.rms, "seam_ours_sigma": sm_ours.rms_sigma,
+           "seam_rac": sm_ref.rms, "seam_rac_sigma": sm_ref.rms_sigma, "mem_ours_mb": mem_ours,
+           "mem_rac_mb": mem_ref, "stage_s": res.report["timings_s"]}
+    if truth_dir is not None:
+        row["truth_ours"] = truth_metrics(res.mosaic, res.wcs, res.grid, truth_dir)
+        row["truth_rac"] = truth_metrics(ref, res.wcs, res.grid, truth_dir)
+    return row
+
+
+def cut_2mass(out_dir, seed=0) -> list[Path]:
+    """2MASS K, H, J as R, G, B, cut into 3 x 3 overlapping frames with injected gains/offsets."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    bands = []
+    for b in ("k", "h", "j"):
+        with fits.open(ASTRO / "gc_2mass" / f"gc_2mass_{b}.fits") as h:
+            bands.append(np.asarray(h[0].data, np.float32))
+            w = WCS(h[0].header).celestial
+    img = np.stack(bands, -1)
+    rng = np.random.default_rng(seed)
+    sig = np.array([float(mj.noise_sigma(img[..., c], np.isfinite(img[..., c]))) for c in range(3)])
+    gains = rng.uniform(0.8, 1.25, (9, 3))
+    offsets = rng.uniform(-20, 20, (9, 3)) * sig
+    gains[0], offsets[0] = 1.0, 0.0
+    return mj.simulate.cut_frames(img, w, out_dir, grid=(3, 3), overlap=0.35, gains=gains, offsets=offsets)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("inputs", nargs="*")
+    ap.add_argument("--astro", action="store_true", help="the real frames in ../shared/data/astro")
+    ap.add_argument("--tile-size-factor", type=float, default=None)
+    ap.add_argument("--grid", default="4x4", help="simulated pointings (default 4x4)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    import mosaic_jax.simulate  # noqa: F401
+
+    kw = {} if args.tile_size_factor is None else {"tile_size_factor": args.tile_size_factor}
+    cfg = mj.MosaicConfig(quality=False, **kw)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.astro:
+            if not ASTRO.is_dir():
+                print(f"{ASTRO} is not available", file=sys.stderr)
+                return 2
+            d2 = Path(tmp) / "2mass"
+            cut_2mass(d2)
+            rows.append(bench("2mass_jhk_3x3", [str(d2)], cfg))
+            rows.append(bench("seestar_ngc7023", [str(ASTRO / "seestar_ngc7023")], cfg))
+        elif args.inputs:
+            rows.append(bench("inputs", args.inputs, cfg))
+        else:
+            gy, gx = (int(v) for v in args.grid.lower().split("x"))
+            mosaic_jax.simulate.simulate_dataset(tmp, grid=(gy, gx), frame_shape=(160, 200), rgb=True, seed=1)
+            if args.tile_size_factor is None:
+                cfg = mj.MosaicConfig(quality=False, tile_size_factor=1.5)
+            rows.append(bench(f"simulated_rgb_{gy}x{gx}", [tmp], cfg, truth_dir=tmp))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        print(f"{r['dataset']}: {r['frames']} frames, canvas {r['canvas']}, {r['tiles']} tiles of {r['tile_size']} px")
+        print(f"  wall time: ours {r['ours_s']:.2f} s, reproject_and_coadd {r['reproject_and_coadd_s']:.2f} s, "
+              f"ratio {r['time_ratio']:.2f}")
+        print(f"  seam metric: ours {r['seam_ours']:.4g} ({r['seam_ours_sigma']:.3f} sigma), reproject_and_coadd "
+              f"{r['seam_rac']:.4g} ({r['seam_rac_sigma']:.3f} sigma)")
+        print(f"  peak memory above start: ours {r['mem_ours_mb']:.0f} MiB, reproject_and_coadd {r['mem_rac_mb']:.0f} MiB")
+        print("  stages: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_s"].items()))
+        for who in ("ours", "rac"):
+            if f"truth_{who}" in r:
+                t = r[f"truth_{who}"]
+                print(f"  truth ({who}): tile gain err mean {t['tile_gain_err_pct_mean']:.3f} % max "
+                      f"{t['tile_gain_err_pct_max']:.3f} %, sky level err mean {t['tile_sky_level_err_sigma_mean']:.3f}"
+                      f" max {t['tile_sky_level_err_sigma_max']:.3f} sigma, flatness {t['sky_flatness_sigma']:.3f} "
+                      f"sigma, channel ratio spread {t['channel_ratio_spread_pct_max']:.3f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
