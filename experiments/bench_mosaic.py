@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import mosaic_jax as mj
-from mosaic_jax.quality import block_medians, lad_fit, seam_metric
+from mosaic_jax.quality import block_medians, seam_metric
 
 ASTRO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "astro"
 

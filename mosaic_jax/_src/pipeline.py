@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path

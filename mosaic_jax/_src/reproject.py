@@ -12,7 +12,6 @@ Two backends give the same result (to ~1e-4 relative inside the footprint):
 
 from __future__ import annotations
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
