@@ -274,6 +274,11 @@ def _batched_scaling(A, B, M, lo, hi, SA, SB, batch: int):
                    (A, B, M, SA, SB), batch_size=batch)
 
 
+def _win(tile) -> tuple[int, int, int, int]:
+    """A tile's canvas window ``(y0, x0, h, w)``, as frame windows are stored."""
+    return tile.y0, tile.x0, tile.h, tile.w
+
+
 def _normalise_frames(windows, store, cfg, C, noise):
     """Per-frame normalisation, once for the whole mosaic: robust fits on every overlapping pair of
     frames, solved globally over the frame overlap graph (gauge: the frame with most pixels)."""
@@ -311,7 +316,7 @@ def _layers(tile, windows, frame_ids):
     """Greedy layering: frames whose windows (clipped to the tile) do not overlap share a layer, so
     the per-pixel stack is ``[depth, h, w, C]`` with depth = overlap depth, not the frame count."""
     layers: list[list[tuple[int, tuple]]] = []
-    tbox = (tile.y0, tile.x0, tile.h, tile.w)
+    tbox = _win(tile)
     for k in frame_ids:
         box = _intersect(windows[k], tbox)
         if box is None:
@@ -397,12 +402,9 @@ def _pair_fits(grid, store, cfg, C):
             box = ti.intersection(tj)
             if box is None:
                 continue
-            y0, x0, y1, x1 = box
-            di, ci = store.get(i)
-            dj, cj = store.get(j)
-            si = (slice(y0 - ti.y0, y1 - ti.y0), slice(x0 - ti.x0, x1 - ti.x0))
-            sj = (slice(y0 - tj.y0, y1 - tj.y0), slice(x0 - tj.x0, x1 - tj.x0))
-            a, b, ca, cb = (_bucket(np.asarray(v)) for v in (di[si], dj[sj], ci[si], cj[sj]))
+            a, ca = _crop(store, i, _win(ti), box)
+            b, cb = _crop(store, j, _win(tj), box)
+            a, b, ca, cb = (_bucket(v) for v in (a, b, ca, cb))
             m = np.asarray(overlap_mask(ca, cb, a, b, min_coverage=cfg.min_coverage, erode=cfg.erode,
                                         tile_id=f"{i}/{j}"))
             n = int(m.sum())
@@ -534,10 +536,8 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
         for (i, j), b in zip(pairs, before):
             ti, tj = grid.tiles[i], grid.tiles[j]
             # corrected difference at the pair's typical level: shift of the medians after scaling
-            y0, x0, y1, x1 = ti.intersection(tj)
-            di, dj = store.get(i)[0], store.get(j)[0]
-            a = np.asarray(di[y0 - ti.y0:y1 - ti.y0, x0 - ti.x0:x1 - ti.x0])
-            bb = np.asarray(dj[y0 - tj.y0:y1 - tj.y0, x0 - tj.x0:x1 - tj.x0])
+            box = ti.intersection(tj)
+            a, bb = _crop(store, i, _win(ti), box)[0], _crop(store, j, _win(tj), box)[0]
             m = np.all(np.isfinite(a), -1) & np.all(np.isfinite(bb), -1)
             after.append(_robust_diff(a * gains[i] + offsets[i], bb * gains[j] + offsets[j], m))
         after = np.asarray(after).reshape(-1, C)
