@@ -41,17 +41,72 @@ def test_plain_weighted_mean_matches_numpy():
     np.testing.assert_array_equal(np.asarray(cov), fin.sum(0))
 
 
-def test_kappa_matches_astropy_sigma_clip():
+@pytest.mark.parametrize("N", [7, 30, 40])  # sorting network (<= 32 frames) and jnp.sort paths
+def test_kappa_matches_astropy_sigma_clip(N):
     from astropy.stats import sigma_clip
 
     rng = np.random.default_rng(3)
-    v = rng.normal(10, 1, (30, 20, 24, 1)).astype(np.float32)
+    v = rng.normal(10, 1, (N, 20, 24, 1)).astype(np.float32)
     v[rng.random(v.shape) < 0.05] = 60.0  # outliers
-    v[2, 3, 4, 0] = np.nan
-    st, cov = mj.stack_frames(v, np.ones(30), normalize="none", reject="kappa", kappa=(2.5, 2.0), n_iter=5)
+    v[rng.random(v.shape) < 0.1] = np.nan  # frames missing here and there, not a prefix
+    v[:, 0, 0] = np.nan  # no frame at all
+    st, cov = mj.stack_frames(v, np.ones(N), normalize="none", reject="kappa", kappa=(2.5, 2.0), n_iter=5)
     clipped = sigma_clip(v, sigma_lower=2.5, sigma_upper=2.0, maxiters=5, cenfunc="median", stdfunc="std", axis=0)
     np.testing.assert_allclose(np.asarray(st), clipped.mean(axis=0).filled(np.nan), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(cov), (~clipped.mask).sum(0)[..., 0], atol=0)
+
+
+@pytest.mark.parametrize("D", [1, 2, 5, 33])
+def test_sorted_stack_quantiles_match_numpy(D):
+    from mosaic_jax._src.stack import _quantile_sorted, _sort0
+
+    rng = np.random.default_rng(D)
+    v = rng.normal(0, 1, (D, 17, 9)).astype(np.float32)
+    v[rng.random(v.shape) < 0.3] = np.nan
+    v[0, 0, 0] = np.inf  # non-finite values count as missing, wherever they sort
+    v[:, 1, 1] = np.nan
+    s = _sort0(jnp.asarray(v))
+    fin = np.isfinite(v)
+    n = jnp.asarray(fin.sum(0))
+    w = np.where(fin, v, np.nan)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        for q in (0.0, 0.05, 0.5, 0.95, 1.0):
+            got = np.asarray(_quantile_sorted(s, jnp.zeros_like(n), n, jnp.float32(q)))
+            np.testing.assert_allclose(got, np.nanquantile(w, q, axis=0), rtol=1e-6, atol=1e-6)
+
+
+def _winsorized_reference(v, klo, khi, lims, n_iter):
+    """numpy transcription of the winsorized clip: quantile winsorisation, Huber refinement."""
+    with np.errstate(all="ignore"):
+        import warnings
+
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fin = np.isfinite(v)
+        n = np.maximum(fin.sum(0), 1)
+
+        def std(x):
+            m = np.where(fin, x, 0).sum(0) / n
+            return np.sqrt(np.where(fin, (x - m) ** 2, 0).sum(0) / n)
+
+        w = np.clip(v, np.nanquantile(v, lims[0], axis=0), np.nanquantile(v, 1 - lims[1], axis=0))
+        c, s = np.nanmedian(v, axis=0), std(w)
+        for _ in range(n_iter):
+            w = np.clip(v, c - 1.5 * s, c + 1.5 * s)
+            c, s = np.where(fin, w, 0).sum(0) / n, 1.134 * std(w)
+        keep = fin & (v >= c - klo * s) & (v <= c + khi * s)
+        return np.where(keep, v, 0).sum(0) / keep.sum(0), keep.sum(0)
+
+
+@pytest.mark.parametrize("N", [4, 9, 40])
+def test_winsorized_matches_numpy_reference(N):
+    rng = np.random.default_rng(N)
+    v = rng.normal(10, 1, (N, 16, 20, 2)).astype(np.float32)
+    v[rng.random(v.shape) < 0.05] = 40.0
+    v[rng.random(v.shape[:3]) < 0.2] = np.nan
+    st, cov = mj.stack_frames(v, np.ones(N), normalize="none", reject="winsorized", kappa=(3.0, 2.5))
+    ref, kept = _winsorized_reference(v.astype(np.float64), 3.0, 2.5, (0.05, 0.05), 5)
+    np.testing.assert_allclose(np.asarray(st), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cov), kept.mean(-1), atol=1e-6)
 
 
 def test_winsorized_rejects_cosmic_rays_with_few_frames():

@@ -120,36 +120,104 @@ def _normalise(f, mode: str, gain_bounds):
 # ----------------------------------------------------------------------------------------------
 
 
+SORT_NETWORK_MAX = 32  # deeper stacks sort and reduce with jnp.sort / jnp.sum
+
+
+def _sum0(x):
+    """Sum over the (short) frame axis 0. Unrolled into elementwise adds for shallow stacks: XLA on
+    CPU reduces a short leading axis of a large array ~30x slower than it adds its slices."""
+    if x.shape[0] > SORT_NETWORK_MAX:
+        return jnp.sum(x, 0)
+    x = x.astype(jnp.int32) if x.dtype == jnp.bool_ else x
+    out = x[0]
+    for i in range(1, x.shape[0]):
+        out = out + x[i]
+    return out
+
+
 def _nanstd(v, keep):
-    n = jnp.maximum(jnp.sum(keep, 0), 1).astype(jnp.float32)
-    m = jnp.sum(jnp.where(keep, v, 0.0), 0) / n
-    return jnp.sqrt(jnp.sum(jnp.where(keep, (v - m) ** 2, 0.0), 0) / n)
+    n = jnp.maximum(_sum0(keep), 1).astype(jnp.float32)
+    m = _sum0(jnp.where(keep, v, 0.0)) / n
+    return jnp.sqrt(_sum0(jnp.where(keep, (v - m) ** 2, 0.0)) / n)
+
+
+def _sort0(v):
+    """Sort ``v [D, ...]`` along axis 0, non-finite values last (as +inf).
+
+    Stacks are shallow (D = overlap depth), and for small D an odd-even transposition network
+    (elementwise min/max, D rounds) vectorises across pixels: ~20x faster than XLA's sort along a
+    short axis on CPU. Deeper stacks use ``jnp.sort``."""
+    v = jnp.where(jnp.isfinite(v), v, jnp.inf)
+    D = v.shape[0]
+    if D > SORT_NETWORK_MAX:
+        return jnp.sort(v, axis=0)
+    rows = [v[i] for i in range(D)]
+    for r in range(D):
+        for i in range(r % 2, D - 1, 2):
+            rows[i], rows[i + 1] = jnp.minimum(rows[i], rows[i + 1]), jnp.maximum(rows[i], rows[i + 1])
+    return jnp.stack(rows)
+
+
+def _pick(s, idx):
+    """``s[idx[...], ...]`` along axis 0 (``idx`` int32 of ``s.shape[1:]``, values in ``[0, D)``)."""
+    D = s.shape[0]
+    if D > SORT_NETWORK_MAX:
+        return jnp.take_along_axis(s, idx[None], axis=0)[0]
+    out = s[0]
+    for d in range(1, D):
+        out = jnp.where(idx == d, s[d], out)
+    return out
+
+
+def _quantile_sorted(s, start, n, q):
+    """Quantile ``q`` of the ``n`` values ``s[start:start + n]`` of a sorted stack, linear
+    interpolation (``numpy.nanquantile``'s default); NaN where ``n == 0``."""
+    last = jnp.maximum(n - 1, 0)
+    pos = q * last.astype(jnp.float32)
+    i0 = jnp.floor(pos).astype(jnp.int32)
+    frac = pos - i0.astype(jnp.float32)
+    a = _pick(s, start + i0)
+    b = _pick(s, start + jnp.minimum(i0 + 1, last))
+    return jnp.where(n > 0, a + (b - a) * frac, jnp.nan)
 
 
 def _kappa_keep(v, fin, klo, khi, n_iter):
-    def body(_, keep):
-        c = jnp.nanmedian(jnp.where(keep, v, jnp.nan), axis=0)
-        s = _nanstd(v, keep)
-        return keep & (v >= c - klo * s) & (v <= c + khi * s)
+    """Iterative kappa-sigma around the median. The kept set is always one interval of values
+    ``[lo, hi]`` (each pass intersects it with ``[c - klo s, c + khi s]``), so its median is read
+    from the stack sorted once."""
+    s = _sort0(v)
+    shape = v.shape[1:]
 
-    return lax.fori_loop(0, n_iter, body, fin)
+    def body(_, lohi):
+        lo, hi = lohi
+        keep = fin & (v >= lo) & (v <= hi)
+        k = _sum0(keep)
+        start = _sum0(fin & (v < lo))
+        c = _quantile_sorted(s, start, k, 0.5)
+        sd = _nanstd(v, keep)
+        return jnp.maximum(lo, c - klo * sd), jnp.minimum(hi, c + khi * sd)
+
+    lo, hi = lax.fori_loop(0, n_iter, body, (jnp.full(shape, -jnp.inf), jnp.full(shape, jnp.inf)))
+    return fin & (v >= lo) & (v <= hi)
 
 
 def _winsorized_keep(v, fin, klo, khi, lims, n_iter):
     """Winsorized sigma clipping: robust centre/scale from values clipped at the winsor quantiles,
     refined by Huber iterations on winsorized values, then reject beyond kappa * sigma."""
-    vn = jnp.where(fin, v, jnp.nan)
-    qlo = jnp.nanquantile(vn, lims[0], axis=0)
-    qhi = jnp.nanquantile(vn, 1.0 - lims[1], axis=0)
+    s = _sort0(v)
+    n = _sum0(fin)
+    zero = jnp.zeros_like(n)
+    qlo = _quantile_sorted(s, zero, n, lims[0])
+    qhi = _quantile_sorted(s, zero, n, 1.0 - lims[1])
     w = jnp.clip(v, qlo, qhi)
-    c = jnp.nanmedian(vn, axis=0)
+    c = _quantile_sorted(s, zero, n, 0.5)
     s = _nanstd(w, fin)
 
     def huber(_, cs):
         c, s = cs
         w = jnp.clip(v, c - 1.5 * s, c + 1.5 * s)
-        n = jnp.maximum(jnp.sum(fin, 0), 1).astype(jnp.float32)
-        c = jnp.sum(jnp.where(fin, w, 0.0), 0) / n
+        n = jnp.maximum(_sum0(fin), 1).astype(jnp.float32)
+        c = _sum0(jnp.where(fin, w, 0.0)) / n
         return c, 1.134 * _nanstd(w, fin)
 
     c, s = lax.fori_loop(0, n_iter, huber, (c, s))
@@ -191,10 +259,10 @@ def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int, dept
         else:
             keep = fin
         ww = jnp.where(keep, wt[..., None], 0.0)
-        den = jnp.sum(ww, 0)
-        num = jnp.sum(ww * jnp.where(keep, v, 0.0), 0)
+        den = _sum0(ww)
+        num = _sum0(ww * jnp.where(keep, v, 0.0))
         out = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
-        return out, jnp.mean(jnp.sum(keep, 0).astype(jnp.float32), axis=-1)
+        return out, jnp.mean(_sum0(keep).astype(jnp.float32), axis=-1)
 
     out, cov = lax.map(one, (fp, wp))
     return out.reshape(Hp, W, C)[:H], cov.reshape(Hp, W)[:H]
