@@ -196,3 +196,25 @@ def test_assemble_matches_numpy_and_marks_uncovered_nan():
         np.testing.assert_array_equal(w, c)
     with pytest.raises(ValueError, match="does not fit"):
         mj.assemble(tiles, weights, [(0, 0), (30, 40)], (40, 50))
+
+
+def test_wide_feather_multiscale_distance_against_euclidean():
+    """Widths beyond 64 px take the coarse-grid distance away from the edge: still a smoothstep of
+    the Euclidean distance, exact near the edge, zero outside, 1 deep inside."""
+    yy, xx = np.mgrid[0:400, 0:500]
+    cov = ((yy - 200) ** 2 / 180 ** 2 + (xx - 260) ** 2 / 230 ** 2 < 1).astype(np.float32)
+    cov[150:170, 100:300] = 0  # a hole
+    width = 150.0
+    w = np.asarray(mj.feather_weights(cov, width=width, use_coverage=False))
+    edt = ndimage.distance_transform_edt(np.pad(cov > 0, 1))[1:-1, 1:-1]
+    assert np.all(w[cov == 0] == 0) and np.all(w[cov > 0] > 0)
+    k = np.ceil(width / 64)
+    d_est = np.empty_like(edt)  # invert the smoothstep on the ramp to compare distances
+    ramp = (w > 0) & (w < 1)
+    t = np.linspace(0, 1, 4001)
+    d_est[ramp] = np.interp(w[ramp], t * t * (3 - 2 * t), t) * width
+    err = np.abs(d_est[ramp] - edt[ramp])
+    assert np.all(err <= 0.09 * edt[ramp] + 1.5 * k)
+    near = ramp & (edt < k)  # full-resolution chamfer there
+    assert np.all(np.abs(d_est[near] - edt[near]) <= 0.09 * edt[near] + 1.0)
+    assert np.all(w[edt >= width * 1.09 + 2 * k] == 1.0)

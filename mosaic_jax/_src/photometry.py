@@ -103,14 +103,55 @@ def overlap_mask(ref_coverage, tgt_coverage, ref_tile, tgt_tile, *, min_coverage
 
 MEDIAN_SAMPLES = 1 << 14  # noise estimates use at most this many (strided) pixels
 COARSE_SAMPLES = 1 << 12  # centring and the IRLS scale: any robust value near the middle will do
+BAND_SAMPLES = 1 << 16  # percentile limits of the RGB background band
+
+
+def _order_key(x):
+    """float32 -> int32 with the same order (the bits of negative floats reversed); an involution."""
+    i = lax.bitcast_convert_type(x, jnp.int32)
+    return i ^ ((i >> 31) & 0x7FFFFFFF)
+
+
+def _order_stats(v, ks):
+    """Order statistics ``ks`` (int32 ``[K]``, 0-based) of the non-NaN values of a 1-D float32 ``v``
+    -> ``[K]``, exact. Bisection over the values' order-preserving integer keys (32 passes of
+    compare-and-count): on CPU ~20x faster than sorting the few thousand samples a robust centre
+    or scale uses."""
+    ok = ~jnp.isnan(v)
+    key = _order_key(jnp.where(ok, v, 0.0))
+    big = jnp.iinfo(jnp.int32).max
+    lo = jnp.full(ks.shape, jnp.min(jnp.where(ok, key, big)) - 1, jnp.int32)  # count(<= lo) <= k
+    hi = jnp.full(ks.shape, jnp.max(jnp.where(ok, key, -big)), jnp.int32)  # count(<= hi) > k
+
+    def body(_, lh):
+        lo, hi = lh
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
+        c = jnp.sum(ok[None, :] & (key[None, :] <= mid[:, None]), axis=1)
+        up = c > ks
+        return jnp.where(up, lo, mid), jnp.where(up, mid, hi)
+
+    _, hi = lax.fori_loop(0, 33, body, (lo, hi))
+    return lax.bitcast_convert_type(_order_key(hi), jnp.float32)
+
+
+def _masked_quantile(x, m, q, max_samples: int = MEDIAN_SAMPLES):
+    """Quantile ``q`` (linear interpolation, as ``numpy.nanquantile``) of ``x`` over ``m`` on a
+    deterministic strided subsample of at most ``max_samples`` pixels (a centre, scale or band
+    limit needs no more); NaN when ``m`` selects nothing."""
+    v = jnp.where(m, x, jnp.nan).reshape(-1)
+    stride = -(-v.shape[0] // max_samples)
+    v = v[::stride] if stride > 1 else v
+    n = jnp.sum(~jnp.isnan(v))
+    pos = jnp.asarray(q, jnp.float32) * jnp.maximum(n - 1, 0).astype(jnp.float32)
+    k0 = jnp.floor(pos).astype(jnp.int32)
+    a, b = _order_stats(v, jnp.stack([k0, jnp.minimum(k0 + 1, jnp.maximum(n - 1, 0))]))
+    frac = pos - k0.astype(jnp.float32)
+    return jnp.where(n > 0, jnp.where(frac > 0, a + (b - a) * frac, a), jnp.nan)
 
 
 def _masked_median(x, m, max_samples: int = MEDIAN_SAMPLES):
-    """Median of ``x`` over ``m``, on a deterministic strided subsample of at most ``max_samples``
-    pixels (a centre or scale estimate needs no more; the sort is what costs)."""
-    v = jnp.where(m, x, jnp.nan).reshape(-1)
-    stride = -(-v.shape[0] // max_samples)
-    return jnp.nanmedian(v[::stride] if stride > 1 else v)
+    """Median of ``x`` over ``m`` (see :func:`_masked_quantile`)."""
+    return _masked_quantile(x, m, 0.5, max_samples)
 
 
 def noise_sigma(plane, mask) -> jax.Array:
@@ -469,7 +510,8 @@ def _rgb_stats(tile, lo_pct, hi_pct):
     valid = jnp.all(jnp.isfinite(tile), axis=-1)
     lum = jnp.mean(tile, axis=-1)
     lumv = jnp.where(valid, lum, jnp.nan)
-    lo, hi = jnp.nanpercentile(lumv, lo_pct), jnp.nanpercentile(lumv, hi_pct)
+    lo = _masked_quantile(lumv, valid, lo_pct / 100.0, BAND_SAMPLES)
+    hi = _masked_quantile(lumv, valid, hi_pct / 100.0, BAND_SAMPLES)
     sel = valid & (lum >= lo) & (lum <= hi)
     meds = jax.vmap(lambda ch: _masked_median(ch, sel), in_axes=2)(tile)
     return meds, jnp.sum(sel), jnp.mean(valid.astype(jnp.float32))

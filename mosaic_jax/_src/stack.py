@@ -142,7 +142,8 @@ def _nanstd(v, keep):
 
 
 def _sort0(v):
-    """Sort ``v [D, ...]`` along axis 0, non-finite values last (as +inf).
+    """Sort ``v [D, ...]`` along axis 0, non-finite values last (as +inf): a list of the D sorted
+    planes (small D) or one ``[D, ...]`` array (large D).
 
     Stacks are shallow (D = overlap depth), and for small D an odd-even transposition network
     (elementwise min/max, D rounds) vectorises across pixels: ~20x faster than XLA's sort along a
@@ -155,16 +156,16 @@ def _sort0(v):
     for r in range(D):
         for i in range(r % 2, D - 1, 2):
             rows[i], rows[i + 1] = jnp.minimum(rows[i], rows[i + 1]), jnp.maximum(rows[i], rows[i + 1])
-    return jnp.stack(rows)
+    return rows
 
 
 def _pick(s, idx):
-    """``s[idx[...], ...]`` along axis 0 (``idx`` int32 of ``s.shape[1:]``, values in ``[0, D)``)."""
-    D = s.shape[0]
-    if D > SORT_NETWORK_MAX:
+    """``s[idx[...], ...]`` along the frame axis of :func:`_sort0`'s output (``idx`` int32 with
+    the planes' shape, values in ``[0, D)``)."""
+    if not isinstance(s, list):
         return jnp.take_along_axis(s, idx[None], axis=0)[0]
     out = s[0]
-    for d in range(1, D):
+    for d in range(1, len(s)):
         out = jnp.where(idx == d, s[d], out)
     return out
 
@@ -204,13 +205,13 @@ def _kappa_keep(v, fin, klo, khi, n_iter):
 def _winsorized_keep(v, fin, klo, khi, lims, n_iter):
     """Winsorized sigma clipping: robust centre/scale from values clipped at the winsor quantiles,
     refined by Huber iterations on winsorized values, then reject beyond kappa * sigma."""
-    s = _sort0(v)
-    n = _sum0(fin)
+    s = lax.optimization_barrier(_sort0(v))  # barriers: XLA would otherwise fuse (recompute) the
+    n = _sum0(fin)                             # sort and the picks into every consumer
     zero = jnp.zeros_like(n)
-    qlo = _quantile_sorted(s, zero, n, lims[0])
-    qhi = _quantile_sorted(s, zero, n, 1.0 - lims[1])
+    qlo, qhi, c = lax.optimization_barrier((_quantile_sorted(s, zero, n, lims[0]),
+                                            _quantile_sorted(s, zero, n, 1.0 - lims[1]),
+                                            _quantile_sorted(s, zero, n, 0.5)))
     w = jnp.clip(v, qlo, qhi)
-    c = _quantile_sorted(s, zero, n, 0.5)
     s = _nanstd(w, fin)
 
     def huber(_, cs):
