@@ -7,11 +7,16 @@ Usage:
 
 Without input it simulates a colour sky (known truth) and also prints the error of the tiles'
 photometric scale against the truth, the residual sky flatness and the channel-ratio spread.
+
+Our pipeline is timed twice: the first call (JAX tracing and compiling included; with the same
+persistent compilation cache as the CLI, ``MOSAIC_JAX_CACHE_DIR``, unless ``--no-compile-cache``)
+and a second call on the same frames (steady state). Both libraries are imported before timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -142,13 +147,14 @@ def truth_metrics(mosaic, wcs, grid, truth_dir) -> dict:
 
 def bench(name, inputs, cfg, truth_dir=None) -> dict:
     paths = [p for p, _, _ in mj.find_inputs(inputs)]
-    res, t_ours, mem_ours = run_pipeline(inputs, cfg)
+    res, t_ours, mem_ours = run_pipeline(inputs, cfg)  # first call: tracing + compiling included
+    _, t_steady, _ = run_pipeline(inputs, cfg)  # steady state: every function already compiled
     ref, t_ref, mem_ref, frames = run_reproject_and_coadd(paths, res.wcs, res.grid.shape)
     sm_ours = seam_metric(res.mosaic, res.wcs, frames, boxes=None)
     sm_ref = seam_metric(ref, res.wcs, frames, boxes=None)
     row = {"dataset": name, "frames": len(frames), "canvas": list(res.grid.shape), "tiles": len(res.grid.tiles),
-           "tile_size": res.grid.tile_size, "ours_s": t_ours, "reproject_and_coadd_s": t_ref,
-           "time_ratio": t_ours / t_ref, "seam_ours": sm_ours.rms, "seam_ours_sigma": sm_ours.rms_sigma,
+           "tile_size": res.grid.tile_size, "ours_s": t_ours, "ours_steady_s": t_steady,
+           "reproject_and_coadd_s": t_ref, "time_ratio": t_ours / t_ref, "time_ratio_steady": t_steady / t_ref, "seam_ours": sm_ours.rms, "seam_ours_sigma": sm_ours.rms_sigma,
            "seam_rac": sm_ref.rms, "seam_rac_sigma": sm_ref.rms_sigma, "mem_ours_mb": mem_ours,
            "mem_rac_mb": mem_ref, "stage_s": res.report["timings_s"]}
     if truth_dir is not None:
@@ -183,9 +189,16 @@ def main(argv=None) -> int:
     ap.add_argument("--tile-size-factor", type=float, default=None)
     ap.add_argument("--grid", default="4x4", help="simulated pointings (default 4x4)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-compile-cache", action="store_true",
+                    help="do not use the persistent compilation cache that `python -m mosaic_jax build` uses")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     import mosaic_jax.simulate  # noqa: F401
+    importlib.import_module("reproject.mosaicking")  # before either timing: neither pays for imports
+    from mosaic_jax.__main__ import _enable_compilation_cache
+
+    if not args.no_compile_cache:
+        _enable_compilation_cache()
 
     kw = {} if args.tile_size_factor is None else {"tile_size_factor": args.tile_size_factor}
     cfg = mj.MosaicConfig(quality=False, **kw)
@@ -212,8 +225,9 @@ def main(argv=None) -> int:
         return 0
     for r in rows:
         print(f"{r['dataset']}: {r['frames']} frames, canvas {r['canvas']}, {r['tiles']} tiles of {r['tile_size']} px")
-        print(f"  wall time: ours {r['ours_s']:.2f} s, reproject_and_coadd {r['reproject_and_coadd_s']:.2f} s, "
-              f"ratio {r['time_ratio']:.2f}")
+        print(f"  wall time: ours {r['ours_s']:.2f} s first call ({r['ours_steady_s']:.2f} s steady state), "
+              f"reproject_and_coadd {r['reproject_and_coadd_s']:.2f} s; ratio {r['time_ratio']:.2f} "
+              f"({r['time_ratio_steady']:.2f} steady)")
         print(f"  seam metric: ours {r['seam_ours']:.4g} ({r['seam_ours_sigma']:.3f} sigma), reproject_and_coadd "
               f"{r['seam_rac']:.4g} ({r['seam_rac_sigma']:.3f} sigma)")
         print(f"  peak memory above start: ours {r['mem_ours_mb']:.0f} MiB, reproject_and_coadd {r['mem_rac_mb']:.0f} MiB")

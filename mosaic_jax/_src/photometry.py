@@ -55,6 +55,7 @@ def _as_hwc(tile, name="tile") -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
+@partial(jax.jit, static_argnames=("n",))
 def _erode(mask: jax.Array, n: int) -> jax.Array:
     """Binary erosion with a 3x3 square, ``n`` times (outside the array counts as False)."""
     m = mask.astype(jnp.float32)

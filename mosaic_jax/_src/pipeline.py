@@ -55,7 +55,7 @@ log = logging.getLogger("mosaic_jax")
 SOLVES = ("global", "reference")
 FRAME_NORMALIZE = ("overlap", "none")
 MIN_PAIR_PIXELS = 64
-PAIR_FIT_PIXELS = 1 << 16  # pair fits on larger overlaps use a regular subsample of this size
+PAIR_FIT_PIXELS = 1 << 17  # pair fits on larger overlaps use a regular subsample of this size
 
 
 @dataclass(frozen=True)
@@ -311,11 +311,10 @@ def _normalise_frames(windows, store, cfg, C, noise):
             pairs.append((i, j))
             crops.append((a, b, m))
             cnt.append(float(m.sum()) * step * step)
-    if pairs:  # all pairs in one batched call
-        pa = np.asarray(pairs)
-        pg, po = _fit_pairs_batched(crops, noise[pa[:, 0]], noise[pa[:, 1]], cfg, C)
     if not pairs:
         return gains, offsets, 0
+    pa = np.asarray(pairs)
+    pg, po = _fit_pairs_batched(crops, noise[pa[:, 0]], noise[pa[:, 1]], cfg, C)  # all pairs in one call
     gauge = max(keys, key=lambda k: int(np.isfinite(store.get(("f", k))[0][..., 0]).sum()))
     sol = solve_tile_photometry(n, np.asarray(pairs), np.asarray(pg), np.asarray(po), pair_weights=np.asarray(cnt),
                                 gauge=gauge)
@@ -373,60 +372,68 @@ def _robust_diff(a, b, m):
     return np.nanmedian(d.reshape(-1, d.shape[-1]), axis=0)
 
 
-def _bucket(x, q: int = 64):
-    """Pad the first two axes to multiples of ``q`` (NaN / 0): few distinct shapes, few compilations."""
-    h, w = x.shape[:2]
-    pad = ((0, -h % q), (0, -w % q)) + ((0, 0),) * (x.ndim - 2)
+def _pad_to(x, shape):
+    """Pad the first two axes of ``x`` to ``shape`` (NaN for data, 0 for coverage maps)."""
+    pad = ((0, shape[0] - x.shape[0]), (0, shape[1] - x.shape[1])) + ((0, 0),) * (x.ndim - 2)
     return np.pad(x, pad, constant_values=np.nan if x.ndim == 3 else 0.0)
 
 
 def _fit_pairs_batched(crops, noise_a, noise_b, cfg, C):
-    """Robust fits of many ``(a, b, mask)`` crops in one call, on windows of one bucketed size.
-    Crops with more than ``PAIR_FIT_PIXELS`` valid pixels are fitted on a regular subsample (a
-    gain and offset need no more; the robust fit's cost grows with the pixels)."""
-    crops = [(a[::f, ::f], b[::f, ::f], m[::f, ::f]) for a, b, m in crops for f in [_fit_step(float(m.sum()))]]
-    hh = -(-max(a.shape[0] for a, _, _ in crops) // 32) * 32
-    ww = -(-max(a.shape[1] for a, _, _ in crops) // 32) * 32
-    batch = int(max(1, min(16, (1 << 18) // (hh * ww))))
-    P = -(-len(crops) // batch) * batch
-    A = np.full((P, hh, ww, C), np.nan, np.float32)
-    B = np.full((P, hh, ww, C), np.nan, np.float32)
-    M = np.zeros((P, hh, ww), bool)
+    """Robust fits of many ``(a [h, w, C], b [h, w, C], mask [h, w])`` crops in one call.
+
+    Each pair's valid pixels are packed into a list of K values, K a power of two up to
+    ``PAIR_FIT_PIXELS`` (a regular subsample where there are more: a gain and offset need no more,
+    and the robust fit's cost grows with the pixels); the pair count is bucketed to a power of two
+    too, so a few compiled fits serve every mosaic (the fit needs no pixel neighbourhoods: the
+    noise levels are given)."""
+    K = min(PAIR_FIT_PIXELS, max(1 << 12, 1 << (max(int(m.sum()) for _, _, m in crops) - 1).bit_length()))
+    P = max(8, 1 << (len(crops) - 1).bit_length())
+    A = np.full((P, K, 1, C), np.nan, np.float32)
+    B = np.full((P, K, 1, C), np.nan, np.float32)
+    M = np.zeros((P, K, 1), bool)
     SA, SB = np.ones((P, C), np.float32), np.ones((P, C), np.float32)
     for p, (a, b, m) in enumerate(crops):
-        h, w = a.shape[:2]
-        A[p, :h, :w], B[p, :h, :w], M[p, :h, :w] = a, b, m
+        va, vb = a[m], b[m]
+        step = -(-len(va) // K)
+        va, vb = va[::step], vb[::step]
+        A[p, :len(va), 0], B[p, :len(vb), 0], M[p, :len(va), 0] = va, vb, True
     SA[:len(crops)], SB[:len(crops)] = noise_a, noise_b
     lo, hi = jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])
     fit = _batched_scaling(jnp.asarray(A), jnp.asarray(B), jnp.asarray(M), lo, hi, jnp.asarray(SA), jnp.asarray(SB),
-                           batch=batch)
+                           batch=max(1, (1 << 18) // K))
     return np.asarray(fit.gain)[:len(crops)], np.asarray(fit.offset)[:len(crops)]
+
+
+@partial(jax.jit, static_argnames=("erode",))
+def _pair_mask(ca, cb, a, b, min_coverage, erode: int):
+    return overlap_mask(ca, cb, a, b, min_coverage=min_coverage, erode=erode)
 
 
 def _pair_fits(grid, store, cfg, C):
     """Fits of every overlapping pair of stacked tiles on its coverage-masked, eroded overlap."""
     ids = [t.index for t in grid.tiles if t.index in store]
     noise = {i: np.asarray(_frame_noise(jnp.asarray(store.get(i)[0]))) for i in ids}
+    boxes = {(i, j): box for a_i, i in enumerate(ids) for j in ids[a_i + 1:]
+             for box in [grid.tiles[i].intersection(grid.tiles[j])] if box is not None}
+    # overlaps are strips: each laid lengthwise (masks and fits do not care) and padded to one
+    # bucketed shape, so one compiled mask serves them all
+    sides = [sorted((y1 - y0, x1 - x0)) for y0, x0, y1, x1 in boxes.values()]
+    bucket = tuple(-(-max((s[k] for s in sides), default=1) // 64) * 64 for k in (0, 1))  # (short, long)
     pairs, crops, cnt, before = [], [], [], []
-    for a_i, i in enumerate(ids):
-        ti = grid.tiles[i]
-        for j in ids[a_i + 1:]:
-            tj = grid.tiles[j]
-            box = ti.intersection(tj)
-            if box is None:
-                continue
-            a, ca = _crop(store, i, _win(ti), box)
-            b, cb = _crop(store, j, _win(tj), box)
-            a, b, ca, cb = (_bucket(v) for v in (a, b, ca, cb))
-            m = np.asarray(overlap_mask(ca, cb, a, b, min_coverage=cfg.min_coverage, erode=cfg.erode,
-                                        tile_id=f"{i}/{j}"))
-            n = int(m.sum())
-            if n < MIN_PAIR_PIXELS:
-                continue
-            pairs.append((i, j))
-            crops.append((a, b, m))
-            cnt.append(n)
-            before.append(_robust_diff(a, b, m))
+    for (i, j), box in boxes.items():
+        a, ca = _crop(store, i, _win(grid.tiles[i]), box)
+        b, cb = _crop(store, j, _win(grid.tiles[j]), box)
+        if a.shape[0] > a.shape[1]:  # short side first
+            a, b, ca, cb = (np.swapaxes(v, 0, 1) for v in (a, b, ca, cb))
+        a, b, ca, cb = (_pad_to(v, bucket) for v in (a, b, ca, cb))
+        m = np.asarray(_pair_mask(ca, cb, a, b, jnp.float32(cfg.min_coverage), int(cfg.erode)))
+        n = int(m.sum())
+        if n < MIN_PAIR_PIXELS:
+            continue
+        pairs.append((i, j))
+        crops.append((a, b, m))
+        cnt.append(n)
+        before.append(_robust_diff(a, b, m))
     if not pairs:
         z = np.zeros((0, C))
         return np.zeros((0, 2), np.int64), z, z, np.zeros(0), z, z

@@ -3,7 +3,8 @@
 Data contract: ``frames`` is float32 ``[N, H, W, C]`` on the tile's pixel grid, NaN where a frame
 has no data (frames usually overlap only partly inside a tile). Weights are per-frame scalars
 ``[N]`` or maps ``[N, H, W]``. Rejection runs per pixel across frames, in chunks of rows
-(``lax.map``), so memory stays bounded by ``N * chunk_rows * W * C``.
+(``lax.map``), so memory stays bounded by ``N * chunk_rows * W * C`` (by default chunks of about
+``CHUNK_VALUES`` values).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger("mosaic_jax")
 
 NORMALIZE = ("overlap", "linear_fit", "median", "none")
 REJECT = ("winsorized", "kappa", "none")
+CHUNK_VALUES = 1 << 23  # default rejection chunk: ~8 M values (a few hundred MB of temporaries)
 
 
 def _as_nhwc(frames) -> jax.Array:
@@ -67,6 +69,8 @@ def _pair_fit(f, valid, i, j, start, lo, hi, size):
 
 def _normalise(f, mode: str, gain_bounds):
     N, H, W, C = f.shape
+    if mode == "none" or N == 1:
+        return f, np.ones((N, C), np.float32), np.zeros((N, C), np.float32)
     valid = jnp.all(jnp.isfinite(f), axis=-1)  # [N, H, W]
     counts = jnp.einsum("nk,mk->nm", valid.reshape(N, -1).astype(jnp.float32),
                         valid.reshape(N, -1).astype(jnp.float32), precision=lax.Precision.HIGHEST)
@@ -75,8 +79,6 @@ def _normalise(f, mode: str, gain_bounds):
     gains = np.ones((N, C), np.float32)
     offsets = np.zeros((N, C), np.float32)
     lo, hi = jnp.float32(gain_bounds[0]), jnp.float32(gain_bounds[1])
-    if mode == "none" or N == 1:
-        return f, gains, offsets
     if mode == "median":
         def med_off(fr, m):
             both = m & valid[ref]
@@ -270,7 +272,7 @@ def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int, dept
 
 
 def stack_frames(frames, weights=None, *, normalize: str = "overlap", reject: str = "winsorized",
-                 kappa=(3.0, 3.0), winsor_limits=(0.05, 0.05), n_iter: int = 5, chunk_rows: int = 64,
+                 kappa=(3.0, 3.0), winsor_limits=(0.05, 0.05), n_iter: int = 5, chunk_rows: int | None = None,
                  gain_bounds=(0.5, 2.0), weight_maps=None):
     """Stack the frames of one tile (NaN-aware).
 
@@ -287,7 +289,8 @@ def stack_frames(frames, weights=None, *, normalize: str = "overlap", reject: st
       reject: ``"winsorized"`` (winsorized sigma clipping with Huber iterations), ``"kappa"``
         (iterative kappa-sigma around the median) or ``"none"``.
       kappa: ``(low, high)`` rejection thresholds in sigma. winsor_limits: quantiles clipped at
-        each end before the scale estimate. n_iter: clipping iterations. chunk_rows: rows per chunk.
+        each end before the scale estimate. n_iter: clipping iterations. chunk_rows: rows per chunk
+        (default: about ``CHUNK_VALUES`` values per chunk).
 
     Returns:
       ``(stacked [H, W, C] float32 (NaN where no frame survives), coverage [H, W] float32)``:
@@ -303,7 +306,7 @@ def stack_frames(frames, weights=None, *, normalize: str = "overlap", reject: st
     lims = tuple(float(v) for v in winsor_limits)
     if not (0 <= lims[0] < 0.5 and 0 <= lims[1] < 0.5):
         raise ValueError(f"winsor_limits must lie in [0, 0.5), got {winsor_limits}")
-    if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+    if chunk_rows is not None and (not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     f = _as_nhwc(frames)
     N, H, W, C = f.shape
@@ -327,4 +330,5 @@ def stack_frames(frames, weights=None, *, normalize: str = "overlap", reject: st
     depth = int(jnp.max(jnp.sum(jnp.any(jnp.isfinite(f), axis=-1), axis=0)))
     depth = min(N, max(1, -(-depth // 4) * 4))  # bucketed: few compilations
     return _combine(f, w, jnp.float32(klo), jnp.float32(khi), jnp.asarray(lims, jnp.float32), reject=reject,
-                    n_iter=int(n_iter), chunk=int(min(chunk_rows, H)), depth=depth)
+                    n_iter=int(n_iter), chunk=int(min(chunk_rows or max(16, CHUNK_VALUES // (N * W * C)), H)),
+                    depth=depth)
