@@ -108,7 +108,7 @@ def _write_frame(path: Path, data: np.ndarray, wcs: WCS, extra: dict) -> None:
 def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_overlap: float = 0.3,
                      rgb: bool = False, bayer: bool = False, seed: int = 0, sigma: float = 2.0,
                      gain_range=(0.8, 1.25), offset_range=(-15.0, 15.0), gradient: float = 0.5,
-                     cast: float = 0.04, n_stars: int | None = None) -> dict:
+                     cast: float = 0.04, n_stars: int | None = None, noise: bool = True) -> dict:
     """Write a grid of overlapping plate-solved frames of one simulated sky, with known truth.
 
     Args:
@@ -119,7 +119,8 @@ def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_over
         ``BAYERPAT`` keyword). sigma: noise per pixel (sky units). gain_range, offset_range: uniform
         ranges of the per-frame gain and offset (frame 0 is the identity). gradient: peak-to-peak
         amplitude of each frame's linear gradient, in units of ``sigma``. cast: colour-cast range
-        (per-channel gain factors in ``1 +- cast``).
+        (per-channel gain factors in ``1 +- cast``). noise: ``False`` leaves the noise out (the same
+        random draws are made, so a seed gives the same pointings and sky either way).
 
     Returns:
       The truth dictionary (also written to ``truth.json``).
@@ -154,7 +155,7 @@ def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_over
             gy, gx = gy * gradient * sigma / norm, gx * gradient * sigma / norm
             yy, xx = np.mgrid[0:fh, 0:fw]
             ramp = gy * (yy - fh / 2) + gx * (xx - fw / 2)
-            data = g * casts * sky + o + ramp[..., None] + rng.normal(0, sigma, sky.shape)
+            data = g * casts * sky + o + ramp[..., None] + rng.normal(0, sigma, sky.shape) * float(noise)
             name = f"frame_{k:03d}.fits"
             extra = {"EXPTIME": 10.0, "OBJECT": "SIMULATED"}
             if bayer:
