@@ -188,7 +188,7 @@ def _kappa_keep(v, fin, klo, khi, n_iter):
     """Iterative kappa-sigma around the median. The kept set is always one interval of values
     ``[lo, hi]`` (each pass intersects it with ``[c - klo s, c + khi s]``), so its median is read
     from the stack sorted once."""
-    s = _sort0(v)
+    srt = _sort0(v)
     shape = v.shape[1:]
 
     def body(_, lohi):
@@ -196,7 +196,7 @@ def _kappa_keep(v, fin, klo, khi, n_iter):
         keep = fin & (v >= lo) & (v <= hi)
         k = _sum0(keep)
         start = _sum0(fin & (v < lo))
-        c = _quantile_sorted(s, start, k, 0.5)
+        c = _quantile_sorted(srt, start, k, 0.5)
         sd = _nanstd(v, keep)
         return jnp.maximum(lo, c - klo * sd), jnp.minimum(hi, c + khi * sd)
 
@@ -207,12 +207,12 @@ def _kappa_keep(v, fin, klo, khi, n_iter):
 def _winsorized_keep(v, fin, klo, khi, lims, n_iter):
     """Winsorized sigma clipping: robust centre/scale from values clipped at the winsor quantiles,
     refined by Huber iterations on winsorized values, then reject beyond kappa * sigma."""
-    s = lax.optimization_barrier(_sort0(v))  # barriers: XLA would otherwise fuse (recompute) the
-    n = _sum0(fin)                             # sort and the picks into every consumer
+    srt = lax.optimization_barrier(_sort0(v))  # barriers: XLA would otherwise fuse (recompute) the
+    n = _sum0(fin)                               # sort and the picks into every consumer (~1.4x slower)
     zero = jnp.zeros_like(n)
-    qlo, qhi, c = lax.optimization_barrier((_quantile_sorted(s, zero, n, lims[0]),
-                                            _quantile_sorted(s, zero, n, 1.0 - lims[1]),
-                                            _quantile_sorted(s, zero, n, 0.5)))
+    qlo, qhi, c = lax.optimization_barrier((_quantile_sorted(srt, zero, n, lims[0]),
+                                            _quantile_sorted(srt, zero, n, 1.0 - lims[1]),
+                                            _quantile_sorted(srt, zero, n, 0.5)))
     w = jnp.clip(v, qlo, qhi)
     s = _nanstd(w, fin)
 
