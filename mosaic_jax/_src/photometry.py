@@ -135,19 +135,33 @@ def _order_stats(v, ks):
     return lax.bitcast_convert_type(_order_key(hi), jnp.float32)
 
 
+def _quantile_ranks(q, n):
+    """Where quantile ``q`` falls among ``n`` sorted values, linear interpolation (numpy's default):
+    ``(i0, i1, frac)``, the value being ``v[i0] + (v[i1] - v[i0]) * frac``."""
+    last = jnp.maximum(n - 1, 0)
+    pos = q * last.astype(jnp.float32)
+    i0 = jnp.floor(pos).astype(jnp.int32)
+    return i0, jnp.minimum(i0 + 1, last), pos - i0.astype(jnp.float32)
+
+
+def _lerp_quantile(a, b, frac, n):
+    """The interpolated quantile from the two order statistics around it; NaN where ``n == 0``."""
+    return jnp.where(n > 0, jnp.where(frac > 0, a + (b - a) * frac, a), jnp.nan)
+
+
 def _masked_quantile(x, m, q, max_samples: int = MEDIAN_SAMPLES):
-    """Quantile ``q`` (linear interpolation, as ``numpy.nanquantile``) of ``x`` over ``m`` on a
-    deterministic strided subsample of at most ``max_samples`` pixels (a centre, scale or band
-    limit needs no more); NaN when ``m`` selects nothing."""
+    """Quantiles ``q`` (a scalar or ``[Q]``; linear interpolation, as ``numpy.nanquantile``) of
+    ``x`` over ``m`` on a deterministic strided subsample of at most ``max_samples`` pixels (a
+    centre, scale or band limit needs no more); NaN when ``m`` selects nothing."""
     v = jnp.where(m, x, jnp.nan).reshape(-1)
     stride = -(-v.shape[0] // max_samples)
     v = v[::stride] if stride > 1 else v
     n = jnp.sum(~jnp.isnan(v))
-    pos = jnp.asarray(q, jnp.float32) * jnp.maximum(n - 1, 0).astype(jnp.float32)
-    k0 = jnp.floor(pos).astype(jnp.int32)
-    a, b = _order_stats(v, jnp.stack([k0, jnp.minimum(k0 + 1, jnp.maximum(n - 1, 0))]))
-    frac = pos - k0.astype(jnp.float32)
-    return jnp.where(n > 0, jnp.where(frac > 0, a + (b - a) * frac, a), jnp.nan)
+    q = jnp.asarray(q, jnp.float32)
+    i0, i1, frac = _quantile_ranks(q, n)
+    ab = _order_stats(v, jnp.concatenate([i0.reshape(-1), i1.reshape(-1)]))
+    a, b = ab[:q.size].reshape(q.shape), ab[q.size:].reshape(q.shape)
+    return _lerp_quantile(a, b, frac, n)
 
 
 def _masked_median(x, m, max_samples: int = MEDIAN_SAMPLES):
@@ -511,8 +525,7 @@ def _rgb_stats(tile, lo_pct, hi_pct):
     valid = jnp.all(jnp.isfinite(tile), axis=-1)
     lum = jnp.mean(tile, axis=-1)
     lumv = jnp.where(valid, lum, jnp.nan)
-    lo = _masked_quantile(lumv, valid, lo_pct / 100.0, BAND_SAMPLES)
-    hi = _masked_quantile(lumv, valid, hi_pct / 100.0, BAND_SAMPLES)
+    lo, hi = _masked_quantile(lumv, valid, jnp.stack([lo_pct, hi_pct]) / 100.0, BAND_SAMPLES)
     sel = valid & (lum >= lo) & (lum <= hi)
     meds = jax.vmap(lambda ch: _masked_median(ch, sel), in_axes=2)(tile)
     return meds, jnp.sum(sel), jnp.mean(valid.astype(jnp.float32))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .photometry import MIN_PIXELS, _scaling, noise_sigma, solve_tile_photometry
+from .photometry import MIN_PIXELS, _lerp_quantile, _quantile_ranks, _scaling, noise_sigma, solve_tile_photometry
 
 __all__ = ["stack_frames", "frame_weights", "NORMALIZE", "REJECT"]
 
@@ -175,13 +175,8 @@ def _pick(s, idx):
 def _quantile_sorted(s, start, n, q):
     """Quantile ``q`` of the ``n`` values ``s[start:start + n]`` of a sorted stack, linear
     interpolation (``numpy.nanquantile``'s default); NaN where ``n == 0``."""
-    last = jnp.maximum(n - 1, 0)
-    pos = q * last.astype(jnp.float32)
-    i0 = jnp.floor(pos).astype(jnp.int32)
-    frac = pos - i0.astype(jnp.float32)
-    a = _pick(s, start + i0)
-    b = _pick(s, start + jnp.minimum(i0 + 1, last))
-    return jnp.where(n > 0, a + (b - a) * frac, jnp.nan)
+    i0, i1, frac = _quantile_ranks(q, n)
+    return _lerp_quantile(_pick(s, start + i0), _pick(s, start + i1), frac, n)
 
 
 def _kappa_keep(v, fin, klo, khi, n_iter):
@@ -216,11 +211,12 @@ def _winsorized_keep(v, fin, klo, khi, lims, n_iter):
     w = jnp.clip(v, qlo, qhi)
     s = _nanstd(w, fin)
 
+    nf = jnp.maximum(n, 1).astype(jnp.float32)
+
     def huber(_, cs):
         c, s = cs
         w = jnp.clip(v, c - 1.5 * s, c + 1.5 * s)
-        n = jnp.maximum(_sum0(fin), 1).astype(jnp.float32)
-        c = _sum0(jnp.where(fin, w, 0.0)) / n
+        c = _sum0(jnp.where(fin, w, 0.0)) / nf
         return c, 1.134 * _nanstd(w, fin)
 
     c, s = lax.fori_loop(0, n_iter, huber, (c, s))
