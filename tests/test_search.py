@@ -116,11 +116,11 @@ def _reference_costs(tiles, cfg, tables):
     recon = o_hat[:, None, None] + (k * step)[:, :, None] * (atoms / sw)[None]  # [N, A, n]
     d = _distortion64(np.broadcast_to(tiles[:, None].astype(np.float64), (len(tiles), atoms.shape[0], T, T)),
                       recon.reshape(len(tiles), -1, T, T), w, cfg.alpha_mix)
-    coef_bits = np.asarray(tables.coef_bits)[(k + cfg.max_coef).astype(int)]
+    coef_bits = np.asarray(tables.coef_bits)[0][(k + cfg.max_coef).astype(int)]  # first atom's context
     coef_bits[:, 0] = 0
     cnt = np.asarray(tables.count_bits)
     count_bits = np.where(np.arange(atoms.shape[0]) == 0, cnt[0], cnt[1])[None]
-    bits = (np.asarray(tables.static_bits)[None] + coef_bits + count_bits
+    bits = (np.asarray(tables.static_bits)[0][None] + coef_bits + count_bits
             + np.asarray(tables.dc_bits)[dc_q.astype(int)][:, None])
     j = d + cfg.lambda_rd * bits / n
     return np.where(np.asarray(tables.allowed)[None], j, np.inf)
@@ -265,7 +265,9 @@ def test_later_stage_distortion_matches_direct_metric(camera):
     prm = S.SearchParams.from_config(CFG.replace(lambda_rd=0.01))
     first = S._search(tiles, t, prm, mode="exhaustive", beam=4, shortlist=4)
     count = (first.atom != 0).astype(jnp.int32)
-    more = S._search_more(tiles, first.recon, first.dc_q, count, t, prm, mode="exhaustive", beam=4, shortlist=4)
+    prev_gen, ctx = t.atom_gen[first.atom], jnp.full((64,), -1, jnp.int32)
+    more = S._search_more(tiles, first.recon, first.dc_q, count, prev_gen, ctx, t, prm, mode="exhaustive", beam=4,
+                          shortlist=4)
     w = jnp.asarray((np.asarray(t.sw) ** 2).reshape(16, 16))
     direct = pc.tile_distortion(tiles, more.recon, w, jnp.float32(CFG.alpha_mix))
     np.testing.assert_allclose(np.asarray(more.distortion), np.asarray(direct), atol=5e-5)

@@ -52,7 +52,7 @@ def symbol_model(table_id: str) -> SymbolModel:
 
 
 def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
-    """Bit costs for the search from the coder's own tables (``-log2 p``).
+    """Bit costs for the search from the coder's own tables (``-log2 p``), contexts included.
 
     The DC cost does not depend on the candidate (it is coded as a difference to a neighbour),
     so it enters as a constant: the table's entropy.
@@ -61,8 +61,8 @@ def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     G = len(bank)
     L = max(p.levels for g in bank for p in g.params)
     S = max(max(g.n_seeds for g in bank), 1)
-    cnt, gen = model.bits("count"), model.bits("gen")
-    gen_bits = np.concatenate([[0.0], gen[1:]])
+    gen_bits = model.context_bits("gen")  # [prev gen, gen]
+    gen_bits[:, 0] = 0.0  # FLAT is "no atom": it costs nothing here (the count says so)
     param_bits = np.zeros((G, gens.MAX_PARAMS, L))
     seed_bits = np.zeros((G, S))
     for g in bank:
@@ -71,12 +71,13 @@ def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
                 param_bits[g.id, i, : p.levels] = model.bits(f"param:{g.id}:{i}")
         if g.n_seeds > 1:
             seed_bits[g.id, : g.n_seeds] = model.bits(f"seed:{g.id}")
-    coef = model.bits("coef")[MAX_COEF - cfg.max_coef: MAX_COEF + cfg.max_coef + 1]
+    coef = model.context_bits("coef")[:, MAX_COEF - cfg.max_coef: MAX_COEF + cfg.max_coef + 1]
     dc = model.bits("dc")
     p_dc = np.exp2(-dc)
     dc_bits = np.full((cfg.dc_levels,), float(np.sum(p_dc * dc) / np.sum(p_dc)))
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    return RateModel(f32(cnt), f32(gen_bits), f32(param_bits), f32(seed_bits), f32(coef), f32(dc_bits))
+    return RateModel(f32(model.bits("count")), f32(model.context_bits("count")), f32(gen_bits), f32(param_bits),
+                     f32(seed_bits), f32(coef), f32(dc_bits))
 
 
 def codec_tables(cfg: CodecConfig) -> SearchTables:
@@ -221,7 +222,8 @@ def _pack_plane(h: StreamHeader, model: SymbolModel, sym: PlaneSymbols, shape):
     """-> (``(n_a, A words, n_b, B words)``, ideal bits per class)."""
     ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
     a, atid, b, btid = model.split(*sym, ny, nx)
-    return (len(a), rans_encode(a, model.tables, atid), len(b), rans_encode(b, model.tables, btid)), \
+    return (len(a), rans_encode(a, model.tables, atid, lanes=model.a_lanes), len(b),
+            rans_encode(b, model.tables, btid)), \
         _class_bits(model, a, atid, b, btid)
 
 
@@ -237,11 +239,10 @@ def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tu
 def _class_bits(model: SymbolModel, a, atid, b, btid) -> dict:
     """Ideal bits per symbol class (``-log2 p`` of the coded symbols)."""
     out: Counter = Counter()
-    names = {i: k.split(":")[0] for k, i in model.index.items()}
     for sym, tid in ((a, atid), (b, btid)):
         for k in np.unique(tid):
             sel = tid == k
-            out[names[int(k)]] += float(model.tables[int(k)].bits()[sym[sel]].sum())
+            out[model.class_of(int(k))] += float(model.tables[int(k)].bits()[sym[sel]].sum())
     return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
@@ -261,13 +262,9 @@ def _parse_plane(model: SymbolModel, h: StreamHeader, shape, n_a, A, n_b, B) -> 
     N = ny * nx
     if n_a > N * (1 + MAX_ATOMS):
         raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
-    a_tables = [model.index["count"], model.index["gen"]]
-    check_symbol_count(len(A), [model.tables[i] for i in a_tables], n_a)
-    check_symbol_count(len(B), [t for i, t in enumerate(model.tables) if i not in a_tables], n_b)
-    a = rans_decode(A, model.tables, n_a, model.a_table_ids(N, n_a))
-    count, gens_flat = a[:N], a[N:]
-    if int(count.sum()) != n_a - N:
-        raise BitstreamError("atom counts do not match the number of generator symbols")
+    check_symbol_count(len(A), model.a_tables(), n_a)
+    check_symbol_count(len(B), model.b_tables(), n_b)
+    count, gens_flat = model.decode_a(A, n_a, ny, nx)
     btid = model.b_table_ids(count, gens_flat)
     if btid.shape[0] != n_b:
         raise BitstreamError(f"stream claims {n_b} value symbols, its structure implies {btid.shape[0]}")
@@ -403,7 +400,7 @@ def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
     spec = tile_image(tuple(int(v) for v in x.shape), cfg.grid)
     tiles = extract_tiles(x, spec)
     t1 = time.perf_counter()
-    res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg)))
+    res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg), grid=(spec.ny, spec.nx)))
     search_s = time.perf_counter() - t1
     atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
                                                                                      res.dc_q)))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..bitstream.models import N_COEF_CTX, N_COUNT_CTX
 from . import generators as gens
 from .metrics import ssim_map
 
@@ -23,17 +24,22 @@ __all__ = ["RateModel", "uniform_rate_model", "atom_static_bits", "tile_distorti
 class RateModel(NamedTuple):
     """Symbol costs in bits (float32 device arrays).
 
+    The context-conditioned classes (see :mod:`pc15jax.bitstream.models`) have one row per context.
+
     Attributes:
-      count_bits: ``[MAX_ATOMS + 1]`` number of atoms of a tile.
-      gen_bits: ``[G]`` generator id of an atom (0 for FLAT, which is "no atom").
+      count_bits: ``[MAX_ATOMS + 1]`` number of atoms of a tile, whatever its neighbours.
+      count_ctx_bits: ``[N_COUNT_CTX, MAX_ATOMS + 1]`` the same, given the neighbours' counts.
+      gen_bits: ``[G, G]`` generator id of an atom given the previous atom's generator (row 0:
+        the tile's first atom); column 0 (FLAT, "no atom") costs 0.
       param_bits: ``[G, MAX_PARAMS, L]`` level index of each parameter (0 for unsearched ones).
       seed_bits: ``[G, S]`` seed symbol (0 for unseeded generators).
-      coef_bits: ``[2 * max_coef + 1]`` quantised amplitude index ``k`` at position
-        ``k + max_coef``.
+      coef_bits: ``[N_COEF_CTX, 2 * max_coef + 1]`` quantised amplitude index ``k`` at position
+        ``k + max_coef``, per position of the atom in its tile.
       dc_bits: ``[dc_levels]`` quantised tile offset.
     """
 
     count_bits: jax.Array
+    count_ctx_bits: jax.Array
     gen_bits: jax.Array
     param_bits: jax.Array
     seed_bits: jax.Array
@@ -42,18 +48,20 @@ class RateModel(NamedTuple):
 
     @property
     def max_coef(self) -> int:
-        return (self.coef_bits.shape[0] - 1) // 2
+        return (self.coef_bits.shape[-1] - 1) // 2
 
 
 def uniform_rate_model(max_coef: int, dc_levels: int, max_atoms: int = 16) -> RateModel:
-    """Fixed model: uniform counts, generators, levels, seeds and DC; signed Elias-gamma amplitudes."""
+    """Fixed model: uniform counts, generators, levels, seeds and DC; signed Elias-gamma amplitudes
+    (the same in every context)."""
+
     bank = gens.list_generators()
     G = len(bank)
     L = max(p.levels for g in bank for p in g.params)
     S = max(max(g.n_seeds for g in bank), 1)
     count_bits = np.full((max_atoms + 1,), np.log2(max_atoms + 1))
-    gen_bits = np.full((G,), np.log2(G))
-    gen_bits[0] = 0.0
+    gen_bits = np.full((G, G), np.log2(G))
+    gen_bits[:, 0] = 0.0
     param_bits = np.zeros((G, gens.MAX_PARAMS, L))
     seed_bits = np.zeros((G, S))
     for g in bank:
@@ -65,18 +73,20 @@ def uniform_rate_model(max_coef: int, dc_levels: int, max_atoms: int = 16) -> Ra
     coef_bits = np.where(k == 0, 1.0, 2.0 * np.floor(np.log2(np.maximum(k, 1))) + 2.0)
     dc_bits = np.full((dc_levels,), np.log2(dc_levels))
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    return RateModel(f32(count_bits), f32(gen_bits), f32(param_bits), f32(seed_bits), f32(coef_bits), f32(dc_bits))
+    return RateModel(f32(count_bits), f32(np.tile(count_bits, (N_COUNT_CTX, 1))), f32(gen_bits), f32(param_bits),
+                     f32(seed_bits), f32(np.tile(coef_bits, (N_COEF_CTX, 1))), f32(dc_bits))
 
 
 def atom_static_bits(model: RateModel, gen_id: np.ndarray, param_idx: np.ndarray,
                      seed_sym: np.ndarray) -> jax.Array:
-    """Bits of (generator, parameter indices, seed) per atom -> float32 ``[A]``."""
+    """Bits of (generator, parameter indices, seed) per atom, for every previous generator in the
+    tile -> float32 ``[G, A]`` (row 0: the tile's first atom)."""
     g = jnp.asarray(gen_id)
     p = jnp.asarray(param_idx)
     P = p.shape[1]
-    bits = model.gen_bits[g]
-    bits = bits + model.param_bits[g[:, None], jnp.arange(P)[None, :], p].sum(axis=1)
-    return bits + model.seed_bits[g, jnp.asarray(seed_sym)]
+    bits = model.param_bits[g[:, None], jnp.arange(P)[None, :], p].sum(axis=1)
+    bits = bits + model.seed_bits[g, jnp.asarray(seed_sym)]
+    return model.gen_bits[:, g] + bits[None, :]
 
 
 def tile_distortion(x, r, w, alpha, max_val: float = 1.0) -> jax.Array:

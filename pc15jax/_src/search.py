@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..bitstream.models import count_contexts
 from .config import CodecConfig
 from .dictionary import Dictionary, get_dictionary
 from .generators import get_generator
@@ -79,13 +80,15 @@ class SearchTables(NamedTuple):
     atoms: jax.Array  # [A, n]
     coarse_atoms: jax.Array  # [Ac, n]
     sw: jax.Array  # [n]
-    static_bits: jax.Array  # [A]
+    static_bits: jax.Array  # [G, A] gen + params + seed bits, per previous generator in the tile
+    atom_gen: jax.Array  # [A] int32 generator of every atom
     allowed: jax.Array  # [A] bool
     coarse: jax.Array  # [Ac] int32
     neighbours: jax.Array  # [Ac, NB] int32, -1 = none
-    coef_bits: jax.Array  # [2K+1]
+    coef_bits: jax.Array  # [N_COEF_CTX, 2K+1] per position of the atom in its tile
     dc_bits: jax.Array  # [dc_levels]
-    count_bits: jax.Array  # [MAX_ATOMS + 1]
+    count_bits: jax.Array  # [MAX_ATOMS + 1] whatever the neighbours
+    count_ctx_bits: jax.Array  # [N_COUNT_CTX, MAX_ATOMS + 1] given the neighbours' counts
     atom_ga: jax.Array | None  # [A, n] G(a) of the pixel-space atoms (None: computed per candidate)
     atom_va: jax.Array | None  # [A, n] G(a^2) - G(a)^2
 
@@ -137,12 +140,14 @@ def make_tables(dic: Dictionary, rate: RateModel, cfg: CodecConfig) -> SearchTab
         coarse_atoms=dic.atoms[jnp.asarray(coarse)],
         sw=dic.sw,
         static_bits=atom_static_bits(rate, dic.gen_id, dic.param_idx, dic.seed_sym),
+        atom_gen=jnp.asarray(dic.gen_id, jnp.int32),
         allowed=jnp.asarray(allowed),
         coarse=jnp.asarray(coarse, jnp.int32),
         neighbours=jnp.asarray(nb[keep], jnp.int32),
         coef_bits=rate.coef_bits,
         dc_bits=rate.dc_bits,
         count_bits=rate.count_bits,
+        count_ctx_bits=rate.count_ctx_bits,
         atom_ga=ga,
         atom_va=va,
     )
@@ -163,6 +168,8 @@ class _Prep(NamedTuple):
     o_hat: jax.Array  # [N] dequantised offset
     dc_err: jax.Array  # [N] weighted SSE along the offset direction (fixed once the DC is chosen)
     kappa: jax.Array  # [N] 1 / (2 var + C2): MSE -> (1 - SSIM) proxy
+    prev_gen: jax.Array  # [N] int32 generator of the tile's last atom (0: none yet)
+    count_row: jax.Array  # [N, MAX_ATOMS + 1] bits of the tile's atom count (its context's row)
 
 
 def _weighted_split(v, t: SearchTables):
@@ -187,10 +194,11 @@ def _prepare(tiles, t: SearchTables, p: SearchParams) -> _Prep:
     dc_err = (o - o_hat) ** 2 * s2
     kappa = 1.0 / (2.0 * energy / s2 + K2 * K2)
     return _Prep(x, jnp.broadcast_to(o_hat[:, None], x.shape), jnp.zeros((N,), jnp.int32), xc, energy, dc_q,
-                 o_hat, dc_err, kappa)
+                 o_hat, dc_err, kappa, jnp.zeros((N,), jnp.int32),
+                 jnp.broadcast_to(t.count_bits[None, :], (N, t.count_bits.shape[0])))
 
 
-def _prepare_more(tiles, recon, dc_q, n_prev, t: SearchTables, p: SearchParams) -> _Prep:
+def _prepare_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTables, p: SearchParams) -> _Prep:
     """Later stages: the residual of the current reconstruction (atoms are offset-free, so the
     offset coordinate of the residual -- the DC quantisation error -- no longer changes)."""
     N = tiles.shape[0]
@@ -202,23 +210,28 @@ def _prepare_more(tiles, recon, dc_q, n_prev, t: SearchTables, p: SearchParams) 
     kappa = 1.0 / (2.0 * jnp.sum(x0 * x0, axis=1) / s2 + K2 * K2)
     o_hat = dc_q.astype(jnp.float32) * p.dc_step
     return _Prep(x, r, n_prev.astype(jnp.int32), xc, jnp.sum(xc * xc, axis=1), dc_q.astype(jnp.int32), o_hat,
-                 proj * proj, kappa)
+                 proj * proj, kappa, prev_gen.astype(jnp.int32),
+                 jnp.where(count_ctx[:, None] < 0, t.count_bits[None, :], t.count_ctx_bits[jnp.maximum(count_ctx, 0)]))
 
 
 def _quantise(c, t: SearchTables, p: SearchParams):
     n = t.sw.shape[0]
-    K = (t.coef_bits.shape[0] - 1) // 2
+    K = (t.coef_bits.shape[1] - 1) // 2
     step = p.gain_step * jnp.sqrt(jnp.asarray(n, jnp.float32))
     k = jnp.clip(jnp.round(c / step), -K, K).astype(jnp.int32)
     return k, k.astype(jnp.float32) * step
 
 
 def _bits(atom, k, pr: _Prep, t: SearchTables):
-    """Bits of the tile's symbols that differ between candidates (atom 0 = no further atom)."""
-    K = (t.coef_bits.shape[0] - 1) // 2
-    coef = jnp.where(atom == 0, 0.0, t.coef_bits[k + K])
-    count = t.count_bits[jnp.minimum(pr.n_prev[:, None] + (atom != 0).astype(jnp.int32), t.count_bits.shape[0] - 1)]
-    return t.static_bits[jnp.maximum(atom, 0)] + coef + count + t.dc_bits[pr.dc_q][:, None]
+    """Bits of the tile's symbols that differ between candidates ``atom`` ([N, M] or [1, A]; 0 = no
+    further atom), with amplitude indices ``k`` [N, M]: each symbol in its context."""
+    Kc, nk = t.coef_bits.shape
+    K = (nk - 1) // 2
+    safe = jnp.maximum(atom, 0)
+    coef = jnp.where(atom == 0, 0.0, t.coef_bits[jnp.minimum(pr.n_prev, Kc - 1)[:, None], k + K])
+    n_new = jnp.minimum(pr.n_prev[:, None] + (atom != 0).astype(jnp.int32), pr.count_row.shape[1] - 1)
+    count = jnp.take_along_axis(pr.count_row, jnp.broadcast_to(n_new, k.shape), axis=1)
+    return t.static_bits[pr.prev_gen[:, None], safe] + coef + count + t.dc_bits[pr.dc_q][:, None]
 
 
 def _proxy_cost(c, atom, pr: _Prep, t: SearchTables, p: SearchParams):
@@ -347,10 +360,13 @@ def _search(tiles, t: SearchTables, p: SearchParams, *, mode: str, beam: int, sh
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "beam", "shortlist"))
-def _search_more(tiles, recon, dc_q, n_prev, t: SearchTables, p: SearchParams, *, mode: str, beam: int,
-                 shortlist: int) -> SearchResult:
-    """One more matching-pursuit stage: the best next atom of every tile, or atom 0 (stop)."""
-    pr = _prepare_more(tiles, recon, dc_q, n_prev, t, p)
+def _search_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTables, p: SearchParams, *, mode: str,
+                 beam: int, shortlist: int) -> SearchResult:
+    """One more matching-pursuit stage: the best next atom of every tile, or atom 0 (stop).
+
+    ``prev_gen`` [N]: generator of each tile's last atom; ``count_ctx`` [N]: context of each
+    tile's count symbol from its neighbours' counts so far (-1: whatever the neighbours)."""
+    pr = _prepare_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t, p)
     return _finalise(pr, t, p, _shortlist(pr, t, p, mode, beam, shortlist), first=False)
 
 
@@ -410,18 +426,27 @@ class AtomsResult(NamedTuple):
     recon: jax.Array
 
 
-def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None) -> AtomsResult:
+def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
+                 grid: tuple[int, int] | None = None) -> AtomsResult:
     """Several atoms per tile: greedy matching pursuit with an RD stopping rule.
 
     Stage 1 chooses the DC and the first atom (:func:`search_tiles`); every later stage searches
     the best atom for the residual of the current reconstruction and keeps it only where it lowers
     ``J`` (its bits, the amplitude's and the larger atom count's included). A tile stops at its
     first stage without gain, or at ``cfg.max_atoms``.
+
+    Rates follow the coder's contexts: a generator is priced given the tile's previous one, an
+    amplitude given its position, and from the second stage on the count given the left and
+    upper tiles' counts so far (``grid = (ny, nx)`` of the raster-ordered tiles; without it the
+    count is priced whatever the neighbours).
     """
     tiles = _check_tiles(tiles, cfg)
     t = default_tables(cfg) if tables is None else tables
     N = tiles.shape[0]
+    if grid is not None and grid[0] * grid[1] != N:
+        raise ValueError(f"grid {grid} does not hold {N} tiles")
     tiles = pad_tiles(tiles)
+    Np = tiles.shape[0]
     prm = SearchParams.from_config(cfg)
     kw = dict(mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
     res = _search(tiles, t, prm, **kw)
@@ -429,11 +454,15 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
     count = (res.atom != 0).astype(jnp.int32)
     recon = res.recon
     for k in range(1, cfg.max_atoms):
-        active = count == k
-        if not bool(jnp.any(active)):  # one scalar to the host per stage
+        count_host = np.asarray(count)  # one small transfer per stage
+        active = count_host == k
+        if not active.any():
             break
-        r = _search_more(tiles, recon, res.dc_q, count, t, prm, **kw)
-        add = active & (r.atom != 0)
+        ctx = np.full(Np, -1, np.int32)
+        if grid is not None:
+            ctx[:N] = count_contexts(count_host[:N], *grid)
+        r = _search_more(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), t, prm, **kw)
+        add = jnp.asarray(active) & (r.atom != 0)
         atoms.append(jnp.where(add, r.atom, 0))
         coefs.append(jnp.where(add, r.coef_q, 0))
         recon = jnp.where(add[:, None, None], r.recon, recon)

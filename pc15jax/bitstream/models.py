@@ -1,4 +1,4 @@
-"""Symbol classes of a PC15 stream and their frequency tables (numpy + stdlib only).
+"""Symbol classes of a PC15 stream, their contexts and their frequency tables (numpy + stdlib only).
 
 Per tile, in raster order, a stream carries:
 
@@ -11,6 +11,16 @@ Per tile, in raster order, a stream carries:
 
 The symbols travel in two rANS streams: **A** holds every ``count`` then every ``gen``, **B**
 everything else. Once A is decoded, the table of every symbol of B is known.
+
+**Contexts.** A table set may condition three classes on what the decoder already knows:
+
+* ``count`` on the atom counts of the left and upper tiles (:func:`count_contexts`, 49 contexts);
+* ``gen`` on the previous atom's generator in the same tile (0 for the first atom);
+* ``coef`` on the atom's position in its tile (1st, 2nd, 3rd, 4th and later).
+
+A table set without context tables (``pc15-v1``) uses its one table per class for every context,
+so its streams are coded exactly as before. With contexts, stream A is coded in one rANS lane
+and decoded one symbol at a time (each count's context is two counts decoded before it).
 
 Tables are frozen JSON files of counts, named by an id recorded in the stream: the package's own
 (``pc15jax/bitstream/tables/<id>.json``) or ``$PC15_MODELS_DIR/rans/<id>.json``, which takes
@@ -30,16 +40,45 @@ from typing import Sequence
 import numpy as np
 
 from .errors import BitstreamError
-from .rans import RansTable, build_rans_tables
+from .rans import RansDecoder, RansTable, build_rans_tables, rans_decode
 
 __all__ = ["GenLayout", "SymbolModel", "load_table_json", "DEFAULT_TABLE_ID", "MAX_ATOMS", "MAX_COEF", "MAX_DC",
-           "PRECISION", "tables_dir"]
+           "PRECISION", "tables_dir", "count_contexts", "coef_context", "N_COUNT_CTX", "N_COEF_CTX"]
 
 MAX_ATOMS = 16
 MAX_COEF = 1023
 MAX_DC = 256
 PRECISION = 15
 DEFAULT_TABLE_ID = "pc15-v1"
+# Count contexts: the left and upper tiles' counts, each in one of 6 buckets or "no such tile".
+_COUNT_BUCKET = np.asarray([0, 1, 2, 3, 3, 4, 4, 4, 4] + [5] * (MAX_ATOMS - 8), np.int64)
+_NO_TILE = 6
+N_COUNT_CTX = 7 * 7
+N_COEF_CTX = 4
+_CONTEXT_KEYS = ("count_ctx", "gen_ctx", "coef_ctx")
+
+
+def count_contexts(count, ny: int, nx: int) -> np.ndarray:
+    """Context of every tile's count symbol from its left and upper neighbours' counts.
+
+    Args:
+      count: int ``[ny * nx]`` atom counts in raster order.
+
+    Returns:
+      int64 ``[ny * nx]`` in ``[0, N_COUNT_CTX)``: ``7 * bucket(left) + bucket(up)``.
+    """
+    c = np.asarray(count, np.int64).reshape(ny, nx)
+    b = _COUNT_BUCKET[np.clip(c, 0, MAX_ATOMS)]
+    left = np.full((ny, nx), _NO_TILE, np.int64)
+    up = np.full((ny, nx), _NO_TILE, np.int64)
+    left[:, 1:] = b[:, :-1]
+    up[1:, :] = b[:-1, :]
+    return (7 * left + up).reshape(-1)
+
+
+def coef_context(k: int) -> int:
+    """Context of the amplitude of a tile's ``k``-th atom (0-based)."""
+    return min(int(k), N_COEF_CTX - 1)
 _ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -133,10 +172,44 @@ class SymbolModel:
                 add(f"param:{g.id}:{i}", _counts(params, f"{g.name}.{g.param_names[i]}", g.levels[i]))
             if g.n_seeds > 1:
                 add(f"seed:{g.id}", _counts(seeds, g.name, g.n_seeds))
+        present = [k in table for k in _CONTEXT_KEYS]
+        if any(present) and not all(present):
+            raise BitstreamError(f"rANS table set {self.table_id!r} must give all of {_CONTEXT_KEYS} or none")
+        self.contexts = all(present)
+        # Context -> table index (without context tables every context uses the class's one table).
+        self.count_tid = self._context_rows(table, "count_ctx", "count", N_COUNT_CTX, MAX_ATOMS + 1, add)
+        self.gen_tid = self._context_rows(table, "gen_ctx", "gen", G, G, add)
+        self.coef_tid = self._context_rows(table, "coef_ctx", "coef", N_COEF_CTX, 2 * MAX_COEF + 1, add)
+
+    def _context_rows(self, table, key, base, n_ctx, n_sym, add) -> np.ndarray:
+        if not self.contexts:
+            return np.full(n_ctx, self.index[base], np.int64)
+        rows = table[key]
+        if not isinstance(rows, list) or len(rows) != n_ctx:
+            raise BitstreamError(f"rANS table entry {key!r} must hold {n_ctx} rows")
+        for c, row in enumerate(rows):
+            add(f"{base}:{c}", _counts({key: row}, key, n_sym))
+        return np.asarray([self.index[f"{base}:{c}"] for c in range(n_ctx)], np.int64)
+
+    @property
+    def a_lanes(self) -> int | None:
+        """rANS lanes of stream A: one with contexts (decoded symbol by symbol), else the default."""
+        return 1 if self.contexts else None
 
     def bits(self, key: str) -> np.ndarray:
         """Cost in bits of every symbol of class ``key`` (``"gen"``, ``"param:G:P"``, ...)."""
         return self.tables[self.index[key]].bits()
+
+    def context_bits(self, which: str) -> np.ndarray:
+        """Bits of every symbol in every context of ``"count"``, ``"gen"`` or ``"coef"`` -> ``[n_ctx, n_sym]``."""
+        tid = {"count": self.count_tid, "gen": self.gen_tid, "coef": self.coef_tid}[which]
+        return np.stack([self.tables[int(i)].bits() for i in tid])
+
+    def class_of(self, table_index: int) -> str:
+        """Symbol class (``"count"``, ``"gen"``, ``"param"``, ...) of a table."""
+        if not hasattr(self, "_class"):
+            self._class = {i: k.split(":")[0] for k, i in self.index.items()}
+        return self._class[int(table_index)]
 
     # ------------------------------------------------------------------------------ streams
 
@@ -153,13 +226,15 @@ class SymbolModel:
         if np.any((count < 0) | (count > MAX_ATOMS)):
             raise ValueError(f"atom counts must lie in [0, {MAX_ATOMS}]")
         a_sym = [count]
-        a_tid = [np.full(N, self.index["count"])]
+        a_tid = [self.count_tid[count_contexts(count, ny, nx)]]
         b_sym, b_tid = [], []
         for t in range(N):
+            prev = 0
             for k in range(int(count[t])):
                 g = self.layout[int(gen[t, k])]
                 a_sym.append([g.id])
-                a_tid.append([self.index["gen"]])
+                a_tid.append([self.gen_tid[prev]])
+                prev = g.id
                 for i in g.searched:
                     b_sym.append(int(params[t, k, i]))
                     b_tid.append(self.index[f"param:{g.id}:{i}"])
@@ -170,29 +245,81 @@ class SymbolModel:
                 if not -MAX_COEF <= c <= MAX_COEF:
                     raise ValueError(f"amplitude index {c} outside [-{MAX_COEF}, {MAX_COEF}]")
                 b_sym.append(c + MAX_COEF)
-                b_tid.append(self.index["coef"])
+                b_tid.append(self.coef_tid[coef_context(k)])
         delta = dc_delta(np.asarray(dc_q, np.int64), ny, nx)
         b_sym.extend((delta + MAX_DC).tolist())
         b_tid.extend([self.index["dc"]] * N)
         return (np.concatenate([np.asarray(v, np.int64) for v in a_sym]), np.concatenate(a_tid).astype(np.int64),
                 np.asarray(b_sym, np.int64), np.asarray(b_tid, np.int64))
 
-    def a_table_ids(self, n_tiles: int, n_a: int) -> np.ndarray:
-        tid = np.full(n_a, self.index["gen"], np.int64)
-        tid[:n_tiles] = self.index["count"]
-        return tid
+    def a_tables(self) -> list[RansTable]:
+        """Every table stream A may use."""
+        return [self.tables[int(i)] for i in np.unique(np.concatenate([self.count_tid, self.gen_tid]))]
+
+    def b_tables(self) -> list[RansTable]:
+        """Every table stream B may use."""
+        a = set(np.concatenate([self.count_tid, self.gen_tid]).tolist())
+        return [t for i, t in enumerate(self.tables) if i not in a]
+
+    def decode_a(self, data: bytes, n_a: int, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stream A -> (counts ``[N]``, generator ids of every atom in tile order).
+
+        Raises:
+          BitstreamError: corrupt data, or counts that disagree with ``n_a``.
+        """
+        N = ny * nx
+        if n_a < N:
+            raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
+        if not self.contexts:
+            tid = np.full(n_a, self.gen_tid[0], np.int64)
+            tid[:N] = self.count_tid[0]
+            a = rans_decode(data, self.tables, n_a, tid, lanes=self.a_lanes)
+            count, gens = a[:N], a[N:]
+            if int(count.sum()) != n_a - N:
+                raise BitstreamError("atom counts do not match the number of generator symbols")
+            return count, gens
+        dec = RansDecoder(data, PRECISION)
+        tables = self.tables
+        ctab = [tables[int(i)] for i in self.count_tid]
+        gtab = [tables[int(i)] for i in self.gen_tid]
+        bucket = _COUNT_BUCKET.tolist()
+        count = [0] * N
+        for t in range(N):
+            x = t % nx
+            left = bucket[count[t - 1]] if x else _NO_TILE
+            up = bucket[count[t - nx]] if t >= nx else _NO_TILE
+            count[t] = dec.decode(ctab[7 * left + up])
+        if sum(count) != n_a - N:
+            raise BitstreamError("atom counts do not match the number of generator symbols")
+        gens = []
+        for n in count:
+            prev = 0
+            for _ in range(n):
+                prev = dec.decode(gtab[prev])
+                if prev == 0:
+                    raise BitstreamError("invalid generator id 0 in stream")
+                gens.append(prev)
+        dec.finish()
+        return np.asarray(count, np.int64), np.asarray(gens, np.int64)
 
     def b_table_ids(self, count: np.ndarray, gens: np.ndarray) -> np.ndarray:
         """Table of every B symbol, given the decoded counts and generator ids (flat, tile order)."""
         tid = []
-        for g_id in gens.tolist():
-            if not 0 < g_id < len(self.layout):
-                raise BitstreamError(f"invalid generator id {g_id} in stream")
-            g = self.layout[g_id]
-            tid.extend(self.index[f"param:{g.id}:{i}"] for i in g.searched)
-            if g.n_seeds > 1:
-                tid.append(self.index[f"seed:{g.id}"])
-            tid.append(self.index["coef"])
+        gl = gens.tolist()
+        pos = 0
+        for n in count.tolist():
+            for k in range(n):
+                g_id = gl[pos]
+                pos += 1
+                if not 0 < g_id < len(self.layout):
+                    raise BitstreamError(f"invalid generator id {g_id} in stream")
+                g = self.layout[g_id]
+                tid.extend(self.index[f"param:{g.id}:{i}"] for i in g.searched)
+                if g.n_seeds > 1:
+                    tid.append(self.index[f"seed:{g.id}"])
+                tid.append(int(self.coef_tid[coef_context(k)]))
+        if pos != len(gl):
+            raise BitstreamError("atom counts do not match the number of generator symbols")
         tid.extend([self.index["dc"]] * int(count.shape[0]))
         return np.asarray(tid, np.int64)
 

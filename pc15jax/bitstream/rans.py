@@ -9,7 +9,9 @@ final state; decoding checks that every lane returns to the initial state and th
 was consumed, so corruption is detected rather than silently decoded.
 
 Every symbol may use its own frequency table (``table_ids``), as long as the decoder knows each
-symbol's table before it decodes it.
+symbol's table before it decodes it. When a symbol's table depends on the symbols decoded before
+it (context modelling), encode with ``lanes=1`` and decode one symbol at a time with
+:class:`RansDecoder`.
 
 References:
   J. Duda, "Asymmetric numeral systems: entropy coding combining speed of Huffman coding with
@@ -26,7 +28,8 @@ import numpy as np
 
 from .errors import BitstreamError
 
-__all__ = ["RansTable", "build_rans_tables", "rans_encode", "rans_decode", "lanes_for", "check_symbol_count", "RANS_L"]
+__all__ = ["RansTable", "RansDecoder", "build_rans_tables", "rans_encode", "rans_decode", "lanes_for", "check_symbol_count",
+           "RANS_L"]
 
 RANS_L = 1 << 16  # lower bound of the normalised state interval
 MAX_PRECISION = 16
@@ -151,13 +154,15 @@ def _prepare_tables(tables, table_ids, n):
     return tables, tid, prec
 
 
-def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None) -> bytes:
+def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None, lanes: int | None = None) -> bytes:
     """Encode integer symbols with rANS.
 
     Args:
       symbols: ints ``[n]``; symbol ``i`` must be in ``[0, tables[table_ids[i]].size)``.
       tables: one :class:`RansTable` or a sequence of them (same precision).
       table_ids: ints ``[n]`` selecting each symbol's table (omit with a single table).
+      lanes: ``None`` for :func:`lanes_for` ``(n)``; ``1`` forces one lane (what
+        :class:`RansDecoder` reads).
 
     Returns:
       bytes: little-endian 16-bit words; decode with :func:`rans_decode` and the same ``n``.
@@ -178,7 +183,7 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
         sel = tid == k
         start[sel] = t.cdf[s[sel]]
         freq[sel] = t.freq[s[sel]]
-    L = lanes_for(n)
+    L = _lanes(n, lanes)
     words = _encode_scalar(start, freq, prec) if L == 1 else _encode_lanes(start, freq, prec, L)
     return words.astype("<u2").tobytes()
 
@@ -222,8 +227,17 @@ def _encode_lanes(start, freq, prec, L) -> np.ndarray:
     return np.concatenate(pushed)[::-1]
 
 
-def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, table_ids=None) -> np.ndarray:
-    """Decode ``n`` symbols encoded by :func:`rans_encode` with the same tables.
+def _lanes(n: int, lanes: int | None) -> int:
+    if lanes is None:
+        return lanes_for(n)
+    if lanes not in (1, 64):
+        raise ValueError(f"lanes must be None, 1 or 64, got {lanes!r}")
+    return lanes
+
+
+def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, table_ids=None,
+                lanes: int | None = None) -> np.ndarray:
+    """Decode ``n`` symbols encoded by :func:`rans_encode` with the same tables (and ``lanes``).
 
     Raises:
       BitstreamError: truncated, corrupt or trailing data.
@@ -239,7 +253,7 @@ def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, ta
     buf = bytes(data)
     if len(buf) % 2:
         raise BitstreamError("rANS payload has an odd number of bytes")
-    L = lanes_for(n)
+    L = _lanes(n, lanes)
     if len(buf) < 4 * L:
         raise BitstreamError("rANS payload is truncated (no room for the final states)")
     if L == 1:
@@ -318,3 +332,73 @@ def _decode_lanes(words, tables, tid, prec, n, L) -> np.ndarray:
     if np.any(x != RANS_L):
         raise BitstreamError("rANS payload is corrupt (lanes did not return to the initial state)")
     return out
+
+
+class RansDecoder:
+    """One-lane rANS decoder that takes one symbol at a time, each with its own table.
+
+    For streams whose tables depend on earlier symbols (contexts): the caller computes each
+    symbol's context from what it has decoded so far. The stream must have been encoded with
+    ``rans_encode(..., lanes=1)``.
+
+    Args:
+      data: the encoded bytes. precision: the tables' precision.
+
+    Raises:
+      BitstreamError: (on construction, :meth:`decode` or :meth:`finish`) truncated or corrupt data.
+
+    Examples:
+      >>> t = build_rans_tables([3, 1], 8)
+      >>> dec = RansDecoder(rans_encode([0, 1, 0], t, lanes=1), 8)
+      >>> [dec.decode(t) for _ in range(3)]
+      [0, 1, 0]
+      >>> dec.finish()
+    """
+
+    def __init__(self, data: bytes, precision: int):
+        buf = bytes(data)
+        if len(buf) % 2:
+            raise BitstreamError("rANS payload has an odd number of bytes")
+        if len(buf) < 4:
+            raise BitstreamError("rANS payload is truncated (no room for the final state)")
+        self._words = np.frombuffer(buf, "<u2").tolist()
+        self._x = (self._words[1] << 16) | self._words[0]
+        if self._x < RANS_L:
+            raise BitstreamError("rANS payload is corrupt (invalid final state)")
+        self._pos = 2
+        self._prec = int(precision)
+        self._mask = (1 << self._prec) - 1
+        self._cache: dict[int, tuple] = {}
+
+    def _lists(self, table: RansTable):
+        key = id(table)
+        hit = self._cache.get(key)
+        if hit is None or hit[0] is not table:
+            if table.precision != self._prec:
+                raise ValueError(f"table precision {table.precision} differs from the decoder's {self._prec}")
+            hit = (table, table.lut.tolist(), table.freq.tolist(), table.cdf.tolist())
+            self._cache[key] = hit
+        return hit
+
+    def decode(self, table: RansTable) -> int:
+        """The next symbol, decoded with ``table``."""
+        _, lut, freq, cdf = self._lists(table)
+        x = self._x
+        slot = x & self._mask
+        sym = lut[slot]
+        x = freq[sym] * (x >> self._prec) + slot - cdf[sym]
+        if x < RANS_L:
+            if self._pos >= len(self._words):
+                raise BitstreamError("rANS payload is truncated")
+            x = (x << 16) | self._words[self._pos]
+            self._pos += 1
+        self._x = x
+        return sym
+
+    def finish(self) -> None:
+        """Check that every word was consumed and the state returned to its initial value."""
+        if self._pos != len(self._words):
+            raise BitstreamError(f"rANS payload has {len(self._words) - self._pos} unused words "
+                                 "(corrupt or trailing data)")
+        if self._x != RANS_L:
+            raise BitstreamError("rANS payload is corrupt (the state did not return to its initial value)")
