@@ -57,7 +57,7 @@ def test_any_size(shape):
 def test_records_round_trip(small):
     _, enc = small
     h, recs = pc.read_bitstream(enc["bitstream"])
-    assert (h.H, h.W, h.tile, h.overlap, h.table_id, h.version) == (64, 80, 16, 4, "pc15-v1", 15)
+    assert (h.H, h.W, h.tile, h.overlap, h.table_id, h.version) == (64, 80, 16, 4, "pc15-v2", 15)
     assert "time" not in json.dumps(h.meta)
     assert [r.tile_id for r in recs] == list(range(len(recs)))
     assert pc.write_bitstream(h, recs) == enc["bitstream"]
@@ -74,6 +74,9 @@ def test_write_bitstream_is_atomic(small, tmp_path, monkeypatch):
     target = tmp_path / "x.pc15"
     pc.write_bitstream(h, recs, target)
     assert target.read_bytes() == enc["bitstream"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask, "usual permissions, not the temporary file's 0600"
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -4,6 +4,8 @@ the seam metric, and the end-to-end build on simulated skies (with truth) and on
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -199,6 +201,10 @@ def test_outputs_written_and_readable(built, tmp_path):
     assert {"inputs_used", "inputs_skipped", "grid", "tiles", "pairs", "timings_s", "peak_memory_mb",
             "seam_metric"} <= set(rep)
     assert not list((tmp_path / "out").glob(".*tmp"))  # no temporary files left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in paths.values():  # the usual permissions, not the temporary file's 0600
+        assert Path(p).stat().st_mode & 0o777 == 0o666 & ~mask, p
 
 
 def test_reference_solve_and_two_pass_run(sim_rgb):

@@ -309,6 +309,9 @@ def atomic_write(path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's files are private; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

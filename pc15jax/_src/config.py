@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bitstream.models import DEFAULT_TABLE_ID
 from . import generators as gens
 from .tiling import WINDOWS, TileGridCfg, _resolve_window
 
@@ -67,7 +68,8 @@ class CodecConfig:
       generators: names of the generators the search may use (``None``: all). Decoding
         never depends on it.
       table_id: frozen rANS table set (recorded in the stream; the search's bit costs come from
-        the same tables).
+        the same tables). ``"pc15-v2"`` conditions counts, generators and amplitudes on contexts;
+        ``"pc15-v1"`` (no contexts) still encodes and decodes.
       target_bpp: when set, ``encode_y``/``encode`` search ``lambda_rd`` by bisection so the
         stream lands within 3 % of this rate (or as close as the image allows).
       chroma_lambda: the chroma planes are coded with ``lambda_rd * chroma_lambda``.
@@ -91,7 +93,7 @@ class CodecConfig:
     early_exit: float = 1e-5
     max_atoms: int = 16
     generators: tuple[str, ...] | None = None
-    table_id: str = "pc15-v1"
+    table_id: str = DEFAULT_TABLE_ID
     target_bpp: float | None = None
     chroma_lambda: float = 2.0
 

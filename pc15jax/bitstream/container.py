@@ -61,7 +61,7 @@ class StreamHeader:
     dc_step: float = 1.0 / 128.0
     gamma_seam: float = 0.25
     seam_power: float = 1.5
-    table_id: str = "pc15-v1"
+    table_id: str = "pc15-v2"
     layout: str = "Y"
     meta: Any = dataclasses.field(default_factory=dict)
     version: int = VERSION
@@ -242,6 +242,12 @@ def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int
     return h, planes
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write through a temporary file in the target folder, then rename (never half-written)."""
     path = Path(path)
@@ -252,6 +258,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's files are private; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

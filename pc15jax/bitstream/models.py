@@ -49,7 +49,7 @@ MAX_ATOMS = 16
 MAX_COEF = 1023
 MAX_DC = 256
 PRECISION = 15
-DEFAULT_TABLE_ID = "pc15-v1"
+DEFAULT_TABLE_ID = "pc15-v2"
 # Count contexts: the left and upper tiles' counts, each in one of 6 buckets or "no such tile".
 _COUNT_BUCKET = np.asarray([0, 1, 2, 3, 3, 4, 4, 4, 4] + [5] * (MAX_ATOMS - 8), np.int64)
 _NO_TILE = 6
