@@ -35,15 +35,16 @@ import pc15jax as pc
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 RATES = (0.05, 0.1, 0.15, 0.25, 0.5)
 CODECS = ("pc15", "jpeg", "webp", "jpeg2000", "avif")
-PC15_SETTINGS = [(32, 8, lam) for lam in (4.0, 1.0, 0.3, 0.1)] + [(16, 4, lam) for lam in (1.0, 0.3, 0.1, 0.03)] \
-    + [(8, 2, lam) for lam in (0.3, 0.1, 0.03)]
+PC15_SETTINGS = [(32, 4, lam) for lam in (4.0, 1.0)] + [(24, 2, lam) for lam in (1.0, 0.3)] \
+    + [(16, 1, lam) for lam in (1.0, 0.3, 0.1)] + [(12, 1, lam) for lam in (0.3, 0.1, 0.03)] \
+    + [(8, 1, lam) for lam in (0.1, 0.03)]
 SETTINGS = {
     "jpeg": [2, 5, 10, 15, 20, 30, 40, 50, 65, 80],
     "webp": [0, 5, 10, 20, 30, 45, 60, 75, 90],
     "jpeg2000": [0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0],
     "avif": [0, 5, 10, 20, 30, 40, 50, 60, 75],
 }
-QUICK = {"pc15": [(32, 8, 1.0), (16, 4, 0.3)], "jpeg": [5, 20], "webp": [10, 50], "jpeg2000": [0.1, 0.5],
+QUICK = {"pc15": [(24, 2, 1.0), (16, 1, 0.3)], "jpeg": [5, 20], "webp": [10, 50], "jpeg2000": [0.1, 0.5],
          "avif": [10, 40]}
 
 

@@ -8,7 +8,7 @@ tables (uniform when omitted); the next pass encodes again with the counts of th
 
 Besides one table per symbol class, the set holds the context tables (``count`` given the
 neighbours' counts, ``gen`` given the previous generator, ``coef`` given the atom's position; see
-``pc15jax.bitstream.models``). Marginal counts get a pseudo-count of 0.5 per symbol; a context's
+``pc15jax.bitstream.models``), and DCs are predicted by the median edge detector. Marginal counts get a pseudo-count of 0.5 per symbol; a context's
 row gets ``CONTEXT_PRIOR`` pseudo-observations spread like its class's marginal, so rare contexts
 fall back to it and no symbol is ever impossible.
 
@@ -33,6 +33,7 @@ CORPUS = ("camera", "astronaut", "coffee", "chelsea", "rocket", "coins", "moon",
           "brick", "hubble_deep_field", "immunohistochemistry", "text", "clock")
 SETTINGS = ((32, 4, 1.0), (32, 4, 0.3), (24, 2, 0.3), (16, 1, 0.3), (16, 1, 0.1), (12, 1, 0.03), (8, 1, 0.05))
 CONTEXT_PRIOR = 32.0
+DC_PREDICTOR = "med"
 
 
 def corpus_images() -> list[tuple[str, np.ndarray]]:
@@ -73,7 +74,7 @@ def count_symbols(table_id: str, images, settings) -> dict:
         _, planes = codec._parse(enc["bitstream"])
         count, gen, params, seed, coef, dc = planes[0]
         ny, nx = enc["stats"]["grid"]
-        np.add.at(counts["dc"], dc_delta(dc, ny, nx) + MAX_DC, 1)
+        np.add.at(counts["dc"], dc_delta(dc, ny, nx, DC_PREDICTOR) + MAX_DC, 1)
         np.add.at(counts["count"], (count_contexts(count, ny, nx), count), 1)
         for t in range(count.shape[0]):
             prev = 0
@@ -106,6 +107,7 @@ def to_json(table_id: str, counts: dict, images, settings) -> dict:
         "gen": smooth(counts["gen"].sum(0)),
         "coef": smooth(counts["coef"].sum(0)),
         "dc": smooth(counts["dc"]),
+        "dc_predictor": DC_PREDICTOR,
         "count_ctx": rows(counts["count"]),
         "gen_ctx": rows(counts["gen"]),
         "coef_ctx": rows(counts["coef"]),

@@ -83,8 +83,9 @@ def test_rate_control_lands_within_three_percent(camera):
 
 
 def test_ladder_and_cli_target(tmp_path, capsys):
-    assert pc.ladder_geometry(0.05) == (32, 8) and pc.ladder_geometry(0.25) == (16, 4)
-    assert pc.ladder_geometry(0.8) == (8, 2)
+    assert pc.ladder_geometry(0.03) == (32, 4) and pc.ladder_geometry(0.07) == (24, 2)
+    assert pc.ladder_geometry(0.15) == (16, 1) and pc.ladder_geometry(0.3) == (12, 1)
+    assert pc.ladder_geometry(0.8) == (8, 1)
     src = tmp_path / "c.png"
     from skimage import data
 
@@ -93,7 +94,7 @@ def test_ladder_and_cli_target(tmp_path, capsys):
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["layout"] == "YCbCr420" and rec["target_bpp"] == 0.3
     assert cli.main(["info", str(tmp_path / "c.pc15"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tile"] == 16
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tile"] == 12
     assert cli.main(["encode", str(src), "-o", str(tmp_path / "g.pc15"), "--gray", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["layout"] == "Y"
     assert cli.main(["decode", str(tmp_path / "c.pc15"), "-o", str(tmp_path / "c_out.png")]) == 0

@@ -138,3 +138,28 @@ def test_search_prices_atoms_as_the_coder_does(camera):
     bits = enc["stats"]["bits_by_class"]
     coder = bits["gen"] + bits["param"] + bits.get("seed", 0.0) + bits["coef"]
     assert total == pytest.approx(coder, rel=1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), ny=st.integers(1, 7), nx=st.integers(1, 7), predictor=st.sampled_from(M.DC_PREDICTORS))
+def test_dc_prediction_round_trips(seed, ny, nx, predictor):
+    dc = np.random.default_rng(seed).integers(0, 129, ny * nx)
+    d = M.dc_delta(dc, ny, nx, predictor)
+    np.testing.assert_array_equal(M.dc_undelta(d, ny, nx, predictor), dc)
+
+
+def test_med_predictor_is_loco_i():
+    rng = np.random.default_rng(3)
+    ny, nx = 6, 9
+    dc = rng.integers(0, 129, (ny, nx))
+    d = M.dc_delta(dc.reshape(-1), ny, nx, "med").reshape(ny, nx)
+    for y in range(ny):
+        for x in range(nx):
+            if y and x:
+                a, b, c = dc[y, x - 1], dc[y - 1, x], dc[y - 1, x - 1]
+                p = min(a, b) if c >= max(a, b) else max(a, b) if c <= min(a, b) else a + b - c
+            else:
+                p = dc[y, x - 1] if x else dc[y - 1, x] if y else M.MAX_DC // 2
+            assert d[y, x] == dc[y, x] - p
+    with pytest.raises(pc.BitstreamError, match="DC predictor"):
+        M.SymbolModel(LAYOUT, {"id": "x", "dc_predictor": "paeth"})

@@ -6,8 +6,11 @@ Per tile, in raster order, a stream carries:
 * per atom: ``gen`` (generator id), one ``param`` index per searched parameter of that generator
   (table per generator and parameter), ``seed`` (table per seeded generator), ``coef`` (signed
   quantised amplitude in ``[-MAX_COEF, MAX_COEF]``);
-* ``dc``: quantised tile offset, coded as the difference to its prediction (left neighbour,
-  the upper one in the first column, mid-grey for the first tile), in ``[-MAX_DC, MAX_DC]``.
+* ``dc``: quantised tile offset, coded as the difference to its prediction, in
+  ``[-MAX_DC, MAX_DC]``. The table set names the predictor (``"dc_predictor"``): ``"left"`` (the
+  left neighbour, the upper one in the first column) or ``"med"`` (the median edge detector of
+  LOCO-I / JPEG-LS: ``median(left, up, left + up - upper-left)``, falling back to the one
+  neighbour there is on the borders); mid-grey for the first tile.
 
 The symbols travel in two rANS streams: **A** holds every ``count`` then every ``gen``, **B**
 everything else. Once A is decoded, the table of every symbol of B is known.
@@ -56,6 +59,7 @@ _NO_TILE = 6
 N_COUNT_CTX = 7 * 7
 N_COEF_CTX = 4
 _CONTEXT_KEYS = ("count_ctx", "gen_ctx", "coef_ctx")
+DC_PREDICTORS = ("left", "med")
 
 
 def count_contexts(count, ny: int, nx: int) -> np.ndarray:
@@ -176,6 +180,9 @@ class SymbolModel:
         if any(present) and not all(present):
             raise BitstreamError(f"rANS table set {self.table_id!r} must give all of {_CONTEXT_KEYS} or none")
         self.contexts = all(present)
+        self.dc_predictor = table.get("dc_predictor", "left")
+        if self.dc_predictor not in DC_PREDICTORS:
+            raise BitstreamError(f"unknown DC predictor {self.dc_predictor!r} (expected one of {DC_PREDICTORS})")
         # Context -> table index (without context tables every context uses the class's one table).
         self.count_tid = self._context_rows(table, "count_ctx", "count", N_COUNT_CTX, MAX_ATOMS + 1, add)
         self.gen_tid = self._context_rows(table, "gen_ctx", "gen", G, G, add)
@@ -246,7 +253,7 @@ class SymbolModel:
                     raise ValueError(f"amplitude index {c} outside [-{MAX_COEF}, {MAX_COEF}]")
                 b_sym.append(c + MAX_COEF)
                 b_tid.append(self.coef_tid[coef_context(k)])
-        delta = dc_delta(np.asarray(dc_q, np.int64), ny, nx)
+        delta = dc_delta(np.asarray(dc_q, np.int64), ny, nx, self.dc_predictor)
         b_sym.extend((delta + MAX_DC).tolist())
         b_tid.extend([self.index["dc"]] * N)
         return (np.concatenate([np.asarray(v, np.int64) for v in a_sym]), np.concatenate(a_tid).astype(np.int64),
@@ -346,12 +353,12 @@ class SymbolModel:
                     pos += 1
                 coef[t, k] = b[pos] - MAX_COEF
                 pos += 1
-        dc_q = dc_undelta(np.asarray(b[pos:pos + N], np.int64) - MAX_DC, ny, nx)
+        dc_q = dc_undelta(np.asarray(b[pos:pos + N], np.int64) - MAX_DC, ny, nx, self.dc_predictor)
         return gen, params, seed, coef, dc_q
 
 
 def dc_prediction_order(ny: int, nx: int):
-    """For each tile (raster order) the tile whose DC predicts it (-1: mid-grey)."""
+    """For each tile (raster order) the tile whose DC predicts it (-1: mid-grey), predictor ``"left"``."""
     idx = np.arange(ny * nx).reshape(ny, nx)
     pred = np.full((ny, nx), -1, np.int64)
     pred[:, 1:] = idx[:, :-1]
@@ -359,18 +366,53 @@ def dc_prediction_order(ny: int, nx: int):
     return pred.reshape(-1)
 
 
-def dc_delta(dc_q: np.ndarray, ny: int, nx: int) -> np.ndarray:
-    pred = dc_prediction_order(ny, nx)
-    base = np.where(pred >= 0, dc_q[np.maximum(pred, 0)], MAX_DC // 2)
-    d = dc_q - base
+def _med_prediction(dc: np.ndarray) -> np.ndarray:
+    """MED prediction of every DC of a ``[ny, nx]`` grid from its (causal) neighbours."""
+    ny, nx = dc.shape
+    pred = np.full((ny, nx), MAX_DC // 2, np.int64)
+    pred[0, 1:] = dc[0, :-1]
+    pred[1:, 0] = dc[:-1, 0]
+    if ny > 1 and nx > 1:
+        left, up, ul = dc[1:, :-1], dc[:-1, 1:], dc[:-1, :-1]
+        pred[1:, 1:] = np.median(np.stack([left, up, left + up - ul]), axis=0).astype(np.int64)
+    return pred
+
+
+def dc_delta(dc_q: np.ndarray, ny: int, nx: int, predictor: str = "left") -> np.ndarray:
+    """DC symbols -> differences to their predictions (raster order)."""
+    dc_q = np.asarray(dc_q, np.int64)
+    if predictor == "med":
+        d = dc_q - _med_prediction(dc_q.reshape(ny, nx)).reshape(-1)
+    else:
+        pred = dc_prediction_order(ny, nx)
+        d = dc_q - np.where(pred >= 0, dc_q[np.maximum(pred, 0)], MAX_DC // 2)
     if d.size and (d.min() < -MAX_DC or d.max() > MAX_DC):
         raise ValueError("DC difference out of range")
     return d
 
 
-def dc_undelta(delta: np.ndarray, ny: int, nx: int) -> np.ndarray:
-    """Inverse of :func:`dc_delta`: cumulative sums down the first column, then along each row."""
+def dc_undelta(delta: np.ndarray, ny: int, nx: int, predictor: str = "left") -> np.ndarray:
+    """Inverse of :func:`dc_delta`."""
     d = np.asarray(delta, np.int64).reshape(ny, nx)
+    if predictor == "med":  # each prediction needs the decoded left, upper and upper-left values
+        rows = d.tolist()
+        out = [[0] * nx for _ in range(ny)]
+        for y in range(ny):
+            o, r = out[y], rows[y]
+            u = out[y - 1] if y else None
+            for x in range(nx):
+                if y and x:
+                    a, b, c = o[x - 1], u[x], o[x - 1] + u[x] - u[x - 1]
+                    p = max(min(a, b), min(max(a, b), c))  # median of three
+                elif x:
+                    p = o[x - 1]
+                elif y:
+                    p = u[0]
+                else:
+                    p = MAX_DC // 2
+                o[x] = p + r[x]
+        return np.asarray(out, np.int64).reshape(-1)
+    # "left": cumulative sums down the first column, then along each row
     col0 = MAX_DC // 2 + np.cumsum(d[:, 0])
     rows = np.concatenate([np.zeros((ny, 1), np.int64), np.cumsum(d[:, 1:], axis=1)], axis=1)
     return (col0[:, None] + rows).reshape(-1)
