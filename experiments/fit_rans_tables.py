@@ -8,9 +8,10 @@ tables (uniform when omitted); the next pass encodes again with the counts of th
 
 Besides one table per symbol class, the set holds the context tables (``count`` given the
 neighbours' counts, ``gen`` given the previous generator, ``coef`` given the atom's position; see
-``pc15jax.bitstream.models``), and DCs are predicted by the median edge detector. Marginal counts get a pseudo-count of 0.5 per symbol; a context's
-row gets ``CONTEXT_PRIOR`` pseudo-observations spread like its class's marginal, so rare contexts
-fall back to it and no symbol is ever impossible.
+``pc15jax.bitstream.models``), and DCs are predicted by the median edge detector. Marginal counts
+get a pseudo-count of 0.5 per symbol; a context's row gets ``CONTEXT_PRIOR`` pseudo-observations
+spread like its class's marginal, so rare contexts fall back to it and no symbol is ever
+impossible.
 
 Usage:
   python -m experiments.fit_rans_tables [--out pc15jax/bitstream/tables/pc15-v2.json] [--passes 2]

@@ -1,7 +1,5 @@
 """Context-conditioned symbol models: contexts, stream A decoded symbol by symbol, the search's rates."""
 
-import json
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -141,7 +139,8 @@ def test_search_prices_atoms_as_the_coder_does(camera):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31), ny=st.integers(1, 7), nx=st.integers(1, 7), predictor=st.sampled_from(M.DC_PREDICTORS))
+@given(seed=st.integers(0, 2**31), ny=st.integers(1, 7), nx=st.integers(1, 7),
+       predictor=st.sampled_from(M.DC_PREDICTORS))
 def test_dc_prediction_round_trips(seed, ny, nx, predictor):
     dc = np.random.default_rng(seed).integers(0, 129, ny * nx)
     d = M.dc_delta(dc, ny, nx, predictor)

@@ -75,9 +75,9 @@ class CodecConfig:
       chroma_lambda: the chroma planes are coded with ``lambda_rd * chroma_lambda``.
     """
 
-    tile: int = 32
-    overlap: int = 8
-    lambda_rd: float = 0.5
+    tile: int = 16
+    overlap: int = 1
+    lambda_rd: float = 0.3
     alpha_mix: float = 0.7
     seed: int = 1234
     gamma_seam: float = 0.25

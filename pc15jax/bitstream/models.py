@@ -187,6 +187,7 @@ class SymbolModel:
         self.count_tid = self._context_rows(table, "count_ctx", "count", N_COUNT_CTX, MAX_ATOMS + 1, add)
         self.gen_tid = self._context_rows(table, "gen_ctx", "gen", G, G, add)
         self.coef_tid = self._context_rows(table, "coef_ctx", "coef", N_COEF_CTX, 2 * MAX_COEF + 1, add)
+        self._class = {i: k.split(":")[0] for k, i in self.index.items()}
 
     def _context_rows(self, table, key, base, n_ctx, n_sym, add) -> np.ndarray:
         if not self.contexts:
@@ -214,8 +215,6 @@ class SymbolModel:
 
     def class_of(self, table_index: int) -> str:
         """Symbol class (``"count"``, ``"gen"``, ``"param"``, ...) of a table."""
-        if not hasattr(self, "_class"):
-            self._class = {i: k.split(":")[0] for k, i in self.index.items()}
         return self._class[int(table_index)]
 
     # ------------------------------------------------------------------------------ streams

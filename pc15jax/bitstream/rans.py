@@ -28,8 +28,8 @@ import numpy as np
 
 from .errors import BitstreamError
 
-__all__ = ["RansTable", "RansDecoder", "build_rans_tables", "rans_encode", "rans_decode", "lanes_for", "check_symbol_count",
-           "RANS_L"]
+__all__ = ["RansTable", "RansDecoder", "build_rans_tables", "rans_encode", "rans_decode", "lanes_for",
+           "check_symbol_count", "RANS_L"]
 
 RANS_L = 1 << 16  # lower bound of the normalised state interval
 MAX_PRECISION = 16
