@@ -223,7 +223,7 @@ def main(argv=None) -> int:
                                    **encode_point(img, c, s)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from pc15jax.bitstream.container import atomic_write_bytes
+    from shared_runtime import atomic_write_bytes
 
     mode = "grayscale" if args.gray else "colour"
     atomic_write_bytes(out / "rd_points.json", json.dumps({"mode": mode, "images": [n for n, _ in images],

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             counts = count_symbols(current["id"], images, SETTINGS)
             current = to_json(f"fit-pass{p + 1}", counts, images, SETTINGS)
     final = dict(current, id=table_id)
-    from pc15jax.bitstream.container import atomic_write_bytes
+    from shared_runtime import atomic_write_bytes
 
     atomic_write_bytes(out, (json.dumps(final, indent=1, sort_keys=True) + "\n").encode())
     print(f"wrote {out} from {len(images)} images x {len(SETTINGS)} settings, {args.passes} passes")

@@ -83,18 +83,9 @@ def _summary(rep: dict) -> str:
 
 def _enable_compilation_cache() -> None:
     """JAX's persistent compilation cache (``MOSAIC_JAX_CACHE_DIR``), so later runs skip most compiling."""
-    import os
+    from shared_runtime import enable_compilation_cache
 
-    import jax
-
-    cache = os.environ.get("MOSAIC_JAX_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mosaic_jax", "jax")
-    try:
-        os.makedirs(cache, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    except OSError:  # read-only home: run without the cache
-        pass
+    enable_compilation_cache("MOSAIC_JAX_CACHE_DIR", "mosaic_jax")
 
 
 def main(argv=None) -> int:

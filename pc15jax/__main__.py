@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,16 +26,9 @@ COMMANDS = ("demo", "encode", "decode", "info")
 
 
 def _enable_compilation_cache() -> None:
-    import jax
+    from shared_runtime import enable_compilation_cache
 
-    cache = os.environ.get("PC15_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pc15jax", "jax")
-    try:
-        os.makedirs(cache, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    except OSError:  # read-only home: run without the cache
-        pass
+    enable_compilation_cache("PC15_CACHE_DIR", "pc15jax")
 
 
 def load_image(path: str | None, gray: bool) -> tuple[np.ndarray, str]:
@@ -70,7 +62,7 @@ def _save_png(path: Path, img01: np.ndarray) -> None:
 
     from PIL import Image
 
-    from pc15jax.bitstream.container import atomic_write_bytes
+    from shared_runtime import atomic_write_bytes
 
     u8 = np.round(np.clip(img01, 0.0, 1.0) * 255.0).astype(np.uint8)
     buf = io.BytesIO()
@@ -117,7 +109,7 @@ def cmd_encode(args) -> int:
         stem = "camera" if path is None else Path(path).stem
         target = out / f"{stem}.pc15" if many or out.suffix != ".pc15" else out
         enc, p, s = _encode_one(pc, img, cfg)
-        from pc15jax.bitstream.container import atomic_write_bytes
+        from shared_runtime import atomic_write_bytes
 
         atomic_write_bytes(target, enc["bitstream"])
         if args.recon:
@@ -179,7 +171,7 @@ def cmd_demo(args) -> int:
     outdir = Path(args.out)
     enc, p, s = _encode_one(pc, img, cfg)
     stream = outdir / "image.pc15"
-    from pc15jax.bitstream.container import atomic_write_bytes
+    from shared_runtime import atomic_write_bytes
 
     atomic_write_bytes(stream, enc["bitstream"])
     t = time.perf_counter()
@@ -225,7 +217,7 @@ def _figure(x, recon, report, path):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    from pc15jax.bitstream.container import atomic_write_bytes
+    from shared_runtime import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
+
+from shared_runtime import atomic_write
 
 __all__ = [
     "MosaicInputError",
@@ -296,24 +297,3 @@ def load_frame(info: FrameInfo) -> tuple[jax.Array, jax.Array | None]:
         x = jnp.where(jnp.asarray(alpha)[..., None] > 0, x, jnp.nan)
         return x, jnp.asarray(alpha)
     return x, None
-
-
-def atomic_write(path, write) -> None:
-    """Write a file atomically: ``write(tmp_path)`` into a temporary file in the same folder, fsync,
-    then rename over ``path``. On any error the temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's files are private; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -19,11 +19,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from shared_runtime import atomic_write_bytes
 
 from ..bitstream import BitstreamError, rans_decode, rans_encode
 from ..bitstream.rans import check_symbol_count
-from ..bitstream.container import (StreamHeader, TileRec, atomic_write_bytes, grid_shape, pack_stream, plane_shapes,
-                                   unpack_stream)
+from ..bitstream.container import StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes, unpack_stream
 from ..bitstream.models import MAX_ATOMS, MAX_COEF, GenLayout, SymbolModel, load_table_json
 from . import generators as gens
 from .color import as_rgb_float, rgb_to_ycbcr, subsample_420, upsample_420, ycbcr_to_rgb

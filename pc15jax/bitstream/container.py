@@ -21,17 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import struct
-import tempfile
 import zlib
-from pathlib import Path
 from typing import Any
 
 
 from .errors import BitstreamError
 
-__all__ = ["StreamHeader", "TileRec", "pack_stream", "unpack_stream", "plane_shapes", "atomic_write_bytes", "MAGIC",
+__all__ = ["StreamHeader", "TileRec", "pack_stream", "unpack_stream", "plane_shapes", "MAGIC",
            "VERSION",
            "MAX_DIM", "MAX_PIXELS", "MAX_TILE", "MAX_TILE_SAMPLES", "WINDOW_CODES", "LAYOUTS"]
 
@@ -240,27 +237,3 @@ def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int
                      dc_step=dc_step, gamma_seam=gamma, seam_power=power, table_id=tid, layout=LAYOUTS[layout],
                      meta=meta)
     return h, planes
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write through a temporary file in the target folder, then rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's files are private; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
