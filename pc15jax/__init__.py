@@ -12,8 +12,20 @@ Examples:
 
 from pc15jax.bitstream import BitstreamError, RansTable, build_rans_tables, rans_decode, rans_encode
 from pc15jax.bitstream.container import StreamHeader, TileRec
-from pc15jax._src.codec import decode, decode_y, encode, encode_y, ladder_geometry, read_bitstream, stream_info, write_bitstream
+from pc15jax._src.codec import (
+    decode,
+    decode_y,
+    encode,
+    encode_y,
+    encode_y_with_hooks,
+    ladder_geometry,
+    read_bitstream,
+    stream_info,
+    write_bitstream,
+)
 from pc15jax._src.config import SEARCH_MODES, CodecConfig
+from pc15jax._src.env import PathsConfig, env_summary
+from pc15jax._src.hooks import HOOK_PRESETS, AiHooks, HeuristicHooks, hooks_from_name
 from pc15jax._src.dictionary import Dictionary, build_dictionary
 from pc15jax._src.generators import Generator, ParamSpec, get_generator, list_generators, render, render_batch
 from pc15jax._src.metrics import mse, psnr, ssim
@@ -31,7 +43,14 @@ from pc15jax._src.tiling import TileGridCfg, TileSpec, blend, extract_tiles, sea
 __version__ = "0.1.0"
 
 __all__ = (
+    "AiHooks",
     "BitstreamError",
+    "HOOK_PRESETS",
+    "HeuristicHooks",
+    "PathsConfig",
+    "encode_y_with_hooks",
+    "env_summary",
+    "hooks_from_name",
     "CodecConfig",
     "RansTable",
     "StreamHeader",

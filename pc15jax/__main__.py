@@ -80,8 +80,9 @@ def _config(args):
         tile, ladder_overlap = pc.ladder_geometry(target) if target is not None else (d.tile, d.overlap)
         overlap = ladder_overlap if overlap is None else overlap
     overlap = d.overlap if overlap is None else overlap
+    hooks = pc.hooks_from_name(getattr(args, "hooks", "none") or "none")
     return pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=args.lambda_rd, search=args.search,
-                          target_bpp=target)
+                          target_bpp=target, ai=hooks)
 
 
 def _encode_one(pc, img, cfg):
@@ -236,6 +237,8 @@ def _parser():
         p.add_argument("--target-bpp", dest="target_bpp", type=float, default=None,
                        help="find lambda by bisection to land within 3%% of this rate")
         p.add_argument("--search", choices=pc.SEARCH_MODES, default=d.search)
+        p.add_argument("--hooks", choices=pc.HOOK_PRESETS, default="none",
+                       help="search hooks: none (exhaustive), heuristic, or the shipped models m1, m1m2, m1m2m3")
         p.add_argument("--gray", action="store_true", help="code luma only (colour input is converted to luma)")
         p.add_argument("--json", action="store_true", help="print one JSON line per image")
 

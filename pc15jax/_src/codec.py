@@ -51,6 +51,13 @@ def symbol_model(table_id: str) -> SymbolModel:
     return SymbolModel(generator_layout(), load_table_json(table_id))
 
 
+@functools.lru_cache(maxsize=8)
+def gen_prior(table_id: str) -> np.ndarray:
+    """Natural-log probabilities ``[G]`` of the generators at a tile's first atom (the coder's own
+    table): the heuristic hooks' tie-break."""
+    return -np.log(2.0) * symbol_model(table_id).context_bits("gen")[0]
+
+
 def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     """Bit costs for the search from the coder's own tables (``-log2 p``), contexts included.
 
@@ -210,6 +217,8 @@ def _records_to_symbols(recs: list[TileRec]):
 def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y") -> StreamHeader:
     r6 = lambda v: float(f"{v:.6g}")  # noqa: E731  (the meta is informative: keep it short)
     meta = {"encoder": "pc15jax", "lambda": r6(cfg.lambda_rd), "alpha": r6(cfg.alpha_mix), "search": cfg.search}
+    if cfg.ai is not None:
+        meta["ai"] = cfg.ai.describe()
     if layout != "Y":
         meta["chroma_lambda"] = r6(cfg.chroma_lambda)
     return StreamHeader(H=H, W=W, tile=cfg.tile, overlap=cfg.overlap, window=cfg.window,
@@ -378,6 +387,25 @@ def encode_y(image, cfg: CodecConfig | None = None) -> dict:
     return _encode_gray(x, cfg)
 
 
+def encode_y_with_hooks(image, cfg: CodecConfig | None = None, hooks=None) -> dict:
+    """:func:`encode_y` with search hooks (``cfg.ai`` replaced by ``hooks``; ``None`` keeps ``cfg.ai``).
+
+    The stream is a plain v15 stream that :func:`decode_y` reads; its header meta records the
+    hooks and the sha256 of their weights.
+
+    Examples:
+      >>> import pc15jax as pc
+      >>> from skimage import data
+      >>> enc = pc.encode_y_with_hooks(data.camera()[:64, :64], hooks=pc.HeuristicHooks(topk=8))
+      >>> pc.stream_info(enc["bitstream"])["meta"]["ai"]
+      {'name': 'heuristic', 'topk': 8}
+    """
+    cfg = resolve_config(cfg)
+    if hooks is not None:
+        cfg = cfg.replace(ai=hooks)
+    return encode_y(image, cfg)
+
+
 def encode(image, cfg: CodecConfig | None = None) -> dict:
     """Encode an RGB image: YCbCr (BT.601 full range), chroma 4:2:0, Y then Cb then Cr.
 
@@ -402,7 +430,8 @@ def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
     spec = tile_image(tuple(int(v) for v in x.shape), cfg.grid)
     tiles = extract_tiles(x, spec)
     t1 = time.perf_counter()
-    res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg), grid=(spec.ny, spec.nx)))
+    res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg), grid=(spec.ny, spec.nx),
+                                             gen_prior=gen_prior(cfg.table_id)))
     search_s = time.perf_counter() - t1
     atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
                                                                                      res.dc_q)))

@@ -73,6 +73,9 @@ class CodecConfig:
       target_bpp: when set, ``encode_y``/``encode`` search ``lambda_rd`` by bisection so the
         stream lands within 3 % of this rate (or as close as the image allows).
       chroma_lambda: the chroma planes are coded with ``lambda_rd * chroma_lambda``.
+      ai: search hooks (:class:`~pc15jax.AiHooks` or :class:`~pc15jax.HeuristicHooks`) that
+        narrow the search's candidates; ``None`` is the exhaustive search. They never change
+        the format: the header meta records which hooks (and weights) were used.
     """
 
     tile: int = 16
@@ -96,6 +99,7 @@ class CodecConfig:
     table_id: str = DEFAULT_TABLE_ID
     target_bpp: float | None = None
     chroma_lambda: float = 2.0
+    ai: Any = None
 
     def __post_init__(self):
         _int("tile", self.tile, 8, 256)
@@ -132,6 +136,11 @@ class CodecConfig:
         _finite("chroma_lambda", self.chroma_lambda, lo=0.0)
         if self.target_bpp is not None:
             _finite("target_bpp", self.target_bpp, lo=0.0, lo_open=True)
+        if self.ai is not None:
+            from .hooks import AiHooks, HeuristicHooks
+
+            if not isinstance(self.ai, (AiHooks, HeuristicHooks)):
+                raise ValueError(f"ai must be an AiHooks, a HeuristicHooks or None, got {type(self.ai).__name__}")
         if not isinstance(self.table_id, str) or not self.table_id:
             raise ValueError(f"table_id must be a non-empty string, got {self.table_id!r}")
 

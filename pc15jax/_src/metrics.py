@@ -16,6 +16,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+
 import math
 
 import jax
@@ -88,7 +90,11 @@ def _gauss2(x, k):
     if max(H, W) <= MATRIX_FILTER_MAX:
         gh = jnp.asarray(filter_matrix(H, k), x.dtype)
         gw = jnp.asarray(filter_matrix(W, k), x.dtype)
-        return jnp.einsum("ij,...jk,lk->...il", gh, x, gw, precision=lax.Precision.HIGHEST)
+        # Two plain matrix products over the flattened batch (a batched three-operand einsum
+        # lowers to many tiny products: 6x slower on CPU for [N, 5, 16, 16] stacks).
+        mm = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
+        y = jnp.swapaxes(mm(x, gw.T), -1, -2)  # filtered along W, then H to the last axis
+        return jnp.swapaxes(mm(y, gh.T), -1, -2)
     return _filter_1d(_filter_1d(x, k, -2), k, -1)
 
 

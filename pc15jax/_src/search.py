@@ -31,9 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+import flax.nnx as nnx
+
+from ..ai.features import tile_features
 from ..bitstream.models import count_contexts
+from . import hooks as _hooks
 from .config import CodecConfig
 from .dictionary import Dictionary, get_dictionary
+from . import generators as gens
 from .generators import get_generator
 from .metrics import K1, K2, _gauss2, gaussian_kernel
 from .score import RateModel, atom_static_bits, rd_cost, uniform_rate_model
@@ -234,16 +239,22 @@ def _bits(atom, k, pr: _Prep, t: SearchTables):
     return t.static_bits[pr.prev_gen[:, None], safe] + coef + count + t.dc_bits[pr.dc_q][:, None]
 
 
-def _proxy_cost(c, atom, pr: _Prep, t: SearchTables, p: SearchParams):
-    """Stage-1 cost of candidates ``atom`` ([N, M] or [1, A]) with amplitudes ``c`` [N, M]."""
+def _proxy_terms(c, atom, pr: _Prep, t: SearchTables, p: SearchParams):
+    """Stage-1 cost of candidates ``atom`` ([N, M] or [1, A]) with amplitudes ``c`` [N, M]
+    -> ``(J, D, R)``, ``J`` inf for candidates that are not allowed (or -1 padding)."""
     n = t.sw.shape[0]
     s2 = jnp.sum(t.sw * t.sw)
     k, c_hat = _quantise(c, t, p)
     sse = jnp.maximum(pr.energy[:, None] - c * c + (c - c_hat) ** 2 + pr.dc_err[:, None], 0.0)
     mse = sse / s2
     d = (p.alpha * pr.kappa[:, None] + (1.0 - p.alpha)) * mse
-    j = rd_cost(d, _bits(atom, k, pr, t), p.lam, n)
-    return jnp.where(t.allowed[atom] & (atom >= 0), j, jnp.inf)
+    bits = _bits(atom, k, pr, t)
+    j = rd_cost(d, bits, p.lam, n)
+    return jnp.where(t.allowed[jnp.maximum(atom, 0)] & (atom >= 0), j, jnp.inf), d, bits
+
+
+def _proxy_cost(c, atom, pr: _Prep, t: SearchTables, p: SearchParams):
+    return _proxy_terms(c, atom, pr, t, p)[0]
 
 
 def _gather_scores(xc, t: SearchTables, cand):
@@ -283,8 +294,32 @@ def atom_ssim_tables(atoms, sw, T: int):
     return ga, _gauss_tiles(a * a, T) - ga * ga
 
 
+class _Costs(NamedTuple):
+    """Full costs of per-tile candidates ``[N, M + 1]`` (the last column is atom 0, "no further atom")."""
+
+    cand: jax.Array  # [N, M + 1] int32
+    k: jax.Array  # [N, M + 1] int32 quantised amplitudes
+    c_hat: jax.Array  # [N, M + 1] dequantised amplitudes
+    a: jax.Array  # [N, M + 1, n] the candidates in pixel space
+    j: jax.Array  # [N, M + 1] J (inf: not allowed)
+    d: jax.Array  # [N, M + 1] D
+    bits: jax.Array  # [N, M + 1] R
+
+
 def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand, first: bool = True) -> SearchResult:
-    """Full-cost re-rank of candidates ``cand`` [N, M] (atom 0, "no further atom", is appended).
+    """Full-cost re-rank of candidates ``cand`` [N, M]: the best of them or atom 0."""
+    N, n = pr.x.shape
+    T = int(round(n ** 0.5))
+    f = _finalise_costs(pr, t, p, cand, first)
+    best = jnp.argmin(f.j, axis=1)
+    take = lambda v: jnp.take_along_axis(v, best[:, None], axis=1)[:, 0]  # noqa: E731
+    recon = pr.p + take(f.c_hat)[:, None] * jnp.take_along_axis(f.a, best[:, None, None], axis=1)[:, 0]
+    return SearchResult(atom=take(f.cand), coef_q=take(f.k), dc_q=pr.dc_q, cost=take(f.j), distortion=take(f.d),
+                        bits=take(f.bits), recon=recon.reshape(N, T, T))
+
+
+def _finalise_costs(pr: _Prep, t: SearchTables, p: SearchParams, cand, first: bool = True) -> _Costs:
+    """Full-cost scores of candidates ``cand`` [N, M] (atom 0, "no further atom", is appended).
 
     For a candidate ``r = p + c a`` (``p`` the current reconstruction) the SSIM statistics follow
     from per-tile maps and per-atom tables: ``mu_r = G(p) + c G(a)``,
@@ -336,11 +371,7 @@ def _finalise(pr: _Prep, t: SearchTables, p: SearchParams, cand, first: bool = T
     j = rd_cost(d, bits, p.lam, n)
     exit_ = d[:, -1] <= p.early_exit  # good enough as it is
     j = jnp.where(t.allowed[safe] & (cand >= 0) & (~exit_[:, None] | (cand == 0)), j, jnp.inf)
-    best = jnp.argmin(j, axis=1)
-    take = lambda v: jnp.take_along_axis(v, best[:, None], axis=1)[:, 0]  # noqa: E731
-    recon = pr.p + take(c_hat)[:, None] * jnp.take_along_axis(a, best[:, None, None], axis=1)[:, 0]
-    return SearchResult(atom=take(cand), coef_q=take(k), dc_q=pr.dc_q, cost=take(j), distortion=take(d),
-                        bits=take(bits), recon=recon.reshape(N, T, T))
+    return _Costs(cand, k, c_hat, a, j, d, bits)
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "beam", "shortlist"))
@@ -368,6 +399,124 @@ def _search_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTable
     tile's count symbol from its neighbours' counts so far (-1: whatever the neighbours)."""
     pr = _prepare_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t, p)
     return _finalise(pr, t, p, _shortlist(pr, t, p, mode, beam, shortlist), first=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The hooked stage (see .hooks): per-tile candidate sets instead of every atom
+# ----------------------------------------------------------------------------------------------
+
+
+def _score_list(pr: _Prep, t: SearchTables, p: SearchParams, cand):
+    """Proxy ``(J, D, R, c)`` of per-tile candidate lists ``cand`` [N, M] (-1: none)."""
+    c, _ = _gather_scores(pr.xc, t, cand)
+    j, d, bits = _proxy_terms(c, cand, pr, t, p)
+    return j, d, bits, c
+
+
+def _dedupe(cand, j):
+    """``J`` of repeated (and -1) candidates in each row -> inf, so a shortlist has no duplicates."""
+    order = jnp.argsort(cand, axis=1)
+    sc = jnp.take_along_axis(cand, order, axis=1)
+    dup_sorted = jnp.concatenate([jnp.zeros_like(sc[:, :1], bool), sc[:, 1:] == sc[:, :-1]], axis=1)
+    rows = jnp.arange(cand.shape[0])[:, None]
+    dup = jnp.zeros(cand.shape, bool).at[rows, order].set(dup_sorted)
+    return jnp.where(dup | (cand < 0), jnp.inf, j)
+
+
+def _dispatch(pr: _Prep, t: SearchTables, p: SearchParams, topg, layout, per_gen: int):
+    """Every atom of each tile's selected generators ``topg`` [N, K], at matmul speed: the
+    (tile, generator) pairs are sorted by generator and scored in chunks against that generator's
+    atoms only -> the ``per_gen`` best atoms of every pair, ``[N, K * per_gen]``."""
+    N, K = topg.shape
+    P = N * K
+    B = _hooks.DISPATCH_CHUNK
+    gen_of = topg.reshape(-1)
+    tile_of = jnp.repeat(jnp.arange(N, dtype=jnp.int32), K)
+    order = jnp.argsort(gen_of, stable=True)
+    counts = jnp.zeros(len(layout), jnp.int32).at[gen_of].add(1)
+    starts = jnp.cumsum(counts) - counts
+    out = jnp.full((P + 1, per_gen), -1, jnp.int32)
+    for g, (off, size) in enumerate(layout):
+        if g == 0 or size == 0:
+            continue
+        atoms_g = t.atoms[off:off + size]
+        ids = jnp.arange(off, off + size, dtype=jnp.int32)[None, :]
+        s = min(per_gen, size)
+
+        def body(ci, out, g=g, atoms_g=atoms_g, ids=ids, s=s):
+            r = ci * B + jnp.arange(B, dtype=jnp.int32)
+            valid = r < counts[g]
+            pos = order[jnp.minimum(starts[g] + r, P - 1)]
+            sub = jax.tree.map(lambda v: v[tile_of[pos]], pr)
+            j = _proxy_cost(jnp.dot(sub.xc, atoms_g.T), ids, sub, t, p)
+            _, best = lax.top_k(-j, s)
+            val = jnp.full((B, per_gen), -1, jnp.int32).at[:, :s].set(ids[0][best])
+            return out.at[jnp.where(valid, pos, P)].set(val)
+
+        out = lax.fori_loop(0, (counts[g] + B - 1) // B, body, out)
+    return out[:P].reshape(N, K * per_gen)
+
+
+def _levels_of(gt, gen, atom):
+    """Atoms ``[P]`` of generators ``[P]`` -> their grid levels ``[P, D]``."""
+    local = (atom - gt.offset[gen])[:, None]
+    st = gt.stride[gen]
+    return jnp.where(st > 0, (local // jnp.maximum(st, 1)) % gt.levels[gen], 0)
+
+
+def _m2_candidates(pr: _Prep, t: SearchTables, p: SearchParams, feats, topg, plan, hp, gt):
+    """M2's atom for each selected generator and its grid neighbourhood, then the +-1
+    neighbours of the best of them -> (candidates ``[N, M]``, their proxy terms)."""
+    N, K = topg.shape
+    g = topg.reshape(-1)
+    lg = nnx.merge(plan.m2_def, hp["m2"])(jnp.repeat(feats, K, axis=0), g)  # [P, D, L]
+    lv = gt.levels[g]
+    lg = jnp.where(jnp.arange(lg.shape[-1])[None, None, :] < lv[:, :, None], lg, -jnp.inf)
+    idx = jnp.argmax(lg, axis=-1).astype(jnp.int32)
+    c1 = _hooks._neighbourhood(gt, g, idx, radius=2, all_seeds=True)  # [P, M1]
+    M1 = c1.shape[1]
+    c1 = c1.reshape(N, K * M1)
+    s1 = _score_list(pr, t, p, c1)
+    j1 = s1[0].reshape(N * K, M1)
+    best = jnp.take_along_axis(c1.reshape(N * K, M1), jnp.argmin(j1, axis=1)[:, None], axis=1)[:, 0]
+    best = jnp.where(best >= 0, best, _hooks._atoms_of(gt, g, idx))
+    c2 = _hooks._neighbourhood(gt, g, _levels_of(gt, g, best), radius=1, all_seeds=False)[:, 1:]
+    c2 = c2.reshape(N, -1)
+    s2 = _score_list(pr, t, p, c2)
+    return jnp.concatenate([c1, c2], axis=1), tuple(jnp.concatenate([a, b], axis=1) for a, b in zip(s1, s2))
+
+
+@functools.partial(jax.jit, static_argnames=("first", "plan", "layout", "shortlist"))
+def _search_hooked(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTables, p: SearchParams, gt, hp, *,
+                   first: bool, plan, layout, shortlist: int) -> SearchResult:
+    """One pursuit stage with hooks (stage 1 when ``first``: then recon/dc_q/... are ignored)."""
+    pr = _prepare(tiles, t, p) if first else _prepare_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t, p)
+    N, n = pr.xc.shape
+    T = int(round(n ** 0.5))
+    feats = tile_features((pr.xc / t.sw).reshape(N, T, T), pr.n_prev, pr.prev_gen)
+    G = len(layout)
+    gen_ok = jnp.zeros((G,), bool).at[t.atom_gen].max(t.allowed).at[0].set(False)
+    logits = jnp.where(gen_ok[None, :], _hooks.selector_logits(feats, plan, hp), -jnp.inf)
+    _, topg = lax.top_k(logits, plan.topk)
+    topg = topg.astype(jnp.int32)
+    if plan.m2_def is None:
+        cand = _dispatch(pr, t, p, topg, layout, shortlist)
+        j, d, bits, c = _score_list(pr, t, p, cand)
+    else:
+        cand, (j, d, bits, c) = _m2_candidates(pr, t, p, feats, topg, plan, hp, gt)
+    j = _dedupe(cand, j)
+    keep = shortlist
+    rank = j
+    if plan.m3_def is not None:
+        f = _hooks.candidate_features(j, d, bits, c, pr.energy, pr.kappa, pr.n_prev,
+                                      t.atom_gen[jnp.maximum(cand, 0)], p.lam, n)
+        pred = nnx.merge(plan.m3_def, hp["m3"])(f)
+        rank = jnp.where(jnp.isfinite(j), jnp.log(j + 1e-10) + pred, jnp.inf)
+        keep = plan.rd_keep
+    _, pos = lax.top_k(-rank, min(keep, cand.shape[1]))
+    sl = jnp.take_along_axis(cand, pos, axis=1)
+    sl = jnp.where(jnp.isfinite(jnp.take_along_axis(rank, pos, axis=1)), sl, -1)
+    return _finalise(pr, t, p, sl, first)
 
 
 def pad_tiles(tiles: jax.Array) -> jax.Array:
@@ -427,7 +576,7 @@ class AtomsResult(NamedTuple):
 
 
 def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
-                 grid: tuple[int, int] | None = None) -> AtomsResult:
+                 grid: tuple[int, int] | None = None, *, hooks="config", gen_prior=None) -> AtomsResult:
     """Several atoms per tile: greedy matching pursuit with an RD stopping rule.
 
     Stage 1 chooses the DC and the first atom (:func:`search_tiles`); every later stage searches
@@ -439,6 +588,10 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
     amplitude given its position, and from the second stage on the count given the left and
     upper tiles' counts so far (``grid = (ny, nx)`` of the raster-ordered tiles; without it the
     count is priced whatever the neighbours).
+
+    ``hooks`` (default: ``cfg.ai``; ``None``: the exhaustive search) narrows every stage's
+    candidates (see :mod:`pc15jax._src.hooks`); ``gen_prior`` [G] is the log-prior of the
+    generators that :class:`~pc15jax.HeuristicHooks` uses to break ties (default: flat).
     """
     tiles = _check_tiles(tiles, cfg)
     t = default_tables(cfg) if tables is None else tables
@@ -449,7 +602,16 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
     Np = tiles.shape[0]
     prm = SearchParams.from_config(cfg)
     kw = dict(mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
-    res = _search(tiles, t, prm, **kw)
+    hooks = cfg.ai if isinstance(hooks, str) and hooks == "config" else hooks
+    prepared = _hooks.prepare_hooks(hooks, np.zeros(len(_layout(cfg))) if gen_prior is None else gen_prior)
+    if prepared is not None:
+        plan, hp = prepared
+        gt = _hooks.grid_tables(dictionary_for(cfg))
+        hk = dict(plan=plan, layout=_layout(cfg), shortlist=cfg.shortlist)
+        z = jnp.zeros((Np,), jnp.int32)
+        res = _search_hooked(tiles, tiles, z, z, z, z, t, prm, gt, hp, first=True, **hk)
+    else:
+        res = _search(tiles, t, prm, **kw)
     atoms, coefs = [res.atom], [res.coef_q]
     count = (res.atom != 0).astype(jnp.int32)
     recon = res.recon
@@ -461,13 +623,23 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
         ctx = np.full(Np, -1, np.int32)
         if grid is not None:
             ctx[:N] = count_contexts(count_host[:N], *grid)
-        r = _search_more(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), t, prm, **kw)
+        if prepared is not None:
+            r = _search_hooked(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), t, prm, gt,
+                               hp, first=False, **hk)
+        else:
+            r = _search_more(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), t, prm, **kw)
         add = jnp.asarray(active) & (r.atom != 0)
         atoms.append(jnp.where(add, r.atom, 0))
         coefs.append(jnp.where(add, r.coef_q, 0))
         recon = jnp.where(add[:, None, None], r.recon, recon)
         count = count + add.astype(jnp.int32)
     return AtomsResult(jnp.stack(atoms, 1)[:N], jnp.stack(coefs, 1)[:N], count[:N], res.dc_q[:N], recon[:N])
+
+
+def _layout(cfg: CodecConfig) -> tuple[tuple[int, int], ...]:
+    """(first atom, atoms) of every generator: static shapes of the hooked dispatch."""
+    dic = dictionary_for(cfg)
+    return tuple((int(o), int(g.grid_size)) for o, g in zip(dic.offsets, gens.list_generators()))
 
 
 def default_tables(cfg: CodecConfig) -> SearchTables:
