@@ -9,9 +9,9 @@ A hook narrows that down, per tile, on device and inside the stage's jitted prog
 * **param_predictor** (M2): for each selected generator, the most likely level of every grid
   axis (parameters, then the seed) -> one atom; the stage scores it and its grid neighbours
   (+-1, +-2 along each axis, every other seed), then the +-1 neighbours of the best of them.
-* **rd_predictor** (M3): predicts ``log(J_exact / J_proxy)`` of every candidate from its
-  closed-form proxy cost and features; only the ``rd_keep`` best by the prediction (instead
-  of ``cfg.shortlist`` by the proxy) are rendered and scored with the full SSIM cost.
+* **rd_predictor** (M3): predicts ``log(J_exact / J_proxy)`` of the proxy's best ``M3_POOL``
+  candidates from their closed-form proxy terms; only the ``rd_keep`` best by the prediction
+  (instead of ``cfg.shortlist`` by the proxy) are rendered and scored with the full SSIM cost.
 
 The decoder never sees any of this: a stream records which hooks (and weights, by sha256) chose
 its symbols in the header meta only. Missing or corrupt weights give a warning and the
@@ -45,6 +45,7 @@ N_LEVELS = max(max((p.levels for p in g.params), default=1) for g in gens.list_g
 N_LEVELS = max(N_LEVELS, max(g.n_seeds for g in gens.list_generators()))
 N_CAND_FEATURES = 7 + N_STAGES + N_GENERATORS
 DISPATCH_CHUNK = 64
+M3_POOL = 8  # M3 ranks the proxy's best M3_POOL candidates (as in its training data)
 
 # Which tile statistics each generator family explains (the heuristic selector's prior knowledge).
 _ORIENTED = ("STRIPES", "WAVES", "GABOR", "EDGE", "LINE", "LINEAR_GRADIENT")

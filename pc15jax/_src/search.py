@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 TILE_BUCKET = 64
+GATHER_MAX = 24  # candidate lists longer than this are scored through the full matmul
 SSIM_TABLE_MAX_ELEMENTS = 1 << 25  # precompute per-atom SSIM tables up to 128 MiB each (T <= 64)
 HIGHEST = lax.Precision.HIGHEST
 
@@ -407,8 +408,14 @@ def _search_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTable
 
 
 def _score_list(pr: _Prep, t: SearchTables, p: SearchParams, cand):
-    """Proxy ``(J, D, R, c)`` of per-tile candidate lists ``cand`` [N, M] (-1: none)."""
-    c, _ = _gather_scores(pr.xc, t, cand)
+    """Proxy ``(J, D, R, c)`` of per-tile candidate lists ``cand`` [N, M] (-1: none).
+
+    Long lists read their amplitudes off the full ``[N, A]`` product: one plain matmul beats a
+    gathered ``[N, M, n]`` batch of matrix-vector products (3.5x on CPU at M = 132)."""
+    if cand.shape[1] > GATHER_MAX:
+        c = jnp.take_along_axis(jnp.dot(pr.xc, t.atoms.T), jnp.maximum(cand, 0), axis=1)
+    else:
+        c, _ = _gather_scores(pr.xc, t, cand)
     j, d, bits = _proxy_terms(c, cand, pr, t, p)
     return j, d, bits, c
 
@@ -507,7 +514,9 @@ def _search_hooked(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTab
     j = _dedupe(cand, j)
     keep = shortlist
     rank = j
-    if plan.m3_def is not None:
+    if plan.m3_def is not None:  # M3 re-ranks the proxy's best few (what it was trained on)
+        _, top = lax.top_k(-j, min(_hooks.M3_POOL, cand.shape[1]))
+        cand, j, d, bits, c = (jnp.take_along_axis(v, top, axis=1) for v in (cand, j, d, bits, c))
         f = _hooks.candidate_features(j, d, bits, c, pr.energy, pr.kappa, pr.n_prev,
                                       t.atom_gen[jnp.maximum(cand, 0)], p.lam, n)
         pred = nnx.merge(plan.m3_def, hp["m3"])(f)
