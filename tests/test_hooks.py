@@ -16,7 +16,7 @@ from pc15jax._src import hooks as H
 from pc15jax._src import search as S
 from pc15jax._src.codec import codec_tables
 from pc15jax._src.search import dictionary_for
-from pc15jax.ai.features import N_FEATURES, tile_features
+from pc15jax.ai.features import COL_LOG_RMS, N_FEATURES, tile_features
 from pc15jax.ai.models import CheckpointError, WEIGHTS_DIR, build_model, load_checkpoint, save_checkpoint
 
 CFG = pc.CodecConfig(tile=16, overlap=1)
@@ -48,7 +48,7 @@ def test_neighbourhood_matches_host_grid_walk(dic):
     atoms = rng.choice(np.nonzero(dic.gen_id > 0)[0], 40, replace=False)
     gen, axes = dic.gen_id[atoms], H.atom_axes(dic, atoms)
     nb = np.asarray(H._neighbourhood(gt, jnp.asarray(gen), jnp.asarray(axes), radius=2, all_seeds=True))
-    _, _, levels, _, periodic = H._grid_numpy(dic)
+    _, levels, _, periodic = H._grid_numpy(dic)
     for row, g, ax, a in zip(nb, gen, axes, atoms):
         assert row[0] == a
         want = {a}
@@ -193,8 +193,8 @@ def test_tile_features_contract():
     assert f.shape == (6, N_FEATURES) and f.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(f)))
     f2 = tile_features(3.0 * r, st, pg)  # contrast-normalised: only the log RMS moves
     diff = np.nonzero(np.abs(np.asarray(f2 - f)).max(0) > 1e-4)[0]
-    assert list(diff) == [128]
-    np.testing.assert_allclose(np.asarray(f2 - f)[:, 128], np.log(3.0), atol=1e-3)
+    assert list(diff) == [COL_LOG_RMS] == [128]
+    np.testing.assert_allclose(np.asarray(f2 - f)[:, COL_LOG_RMS], np.log(3.0), atol=1e-3)
     assert bool(jnp.all(jnp.isfinite(tile_features(jnp.zeros((2, 8, 8)), st[:2], pg[:2]))))
     for T in (8, 12, 24, 32):
         assert tile_features(jnp.ones((1, T, T)), st[:1], pg[:1]).shape == (1, N_FEATURES)

@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-from ..ai.features import N_FEATURES, N_GENERATORS, N_STAGES
+from ..ai.features import COL_COHERENCE, COL_PYRAMID4, N_GENERATORS, N_STAGES
 from . import generators as gens
+from .config import _int
 from .dictionary import Dictionary
 
 __all__ = ["AiHooks", "HeuristicHooks", "HOOK_PRESETS", "hooks_from_name", "GridTables", "grid_tables",
@@ -60,12 +60,11 @@ _SMOOTH = ("COSINE", "LINEAR_GRADIENT", "RADIAL_GRADIENT", "CORNER", "EDGE")
 class GridTables(NamedTuple):
     """Per-generator grid layout as device arrays (``G`` generators, ``D = N_AXES`` axes).
 
-    offset, size: int32 ``[G]`` first atom and number of atoms. levels: int32 ``[G, D]`` (1 for
+    offset: int32 ``[G]`` first atom of each generator. levels: int32 ``[G, D]`` (1 for
     absent axes). stride: int32 ``[G, D]`` C-order strides of the grid. periodic: bool ``[G, D]``
     (seeds count as periodic: they are unordered, so the neighbourhood visits them all)."""
 
     offset: jax.Array
-    size: jax.Array
     levels: jax.Array
     stride: jax.Array
     periodic: jax.Array
@@ -77,7 +76,6 @@ def _grid_numpy(dic: Dictionary):
     levels = np.ones((G, N_AXES), np.int32)
     periodic = np.zeros((G, N_AXES), bool)
     stride = np.zeros((G, N_AXES), np.int32)
-    size = np.asarray([g.grid_size for g in bank], np.int32)
     for g in bank:
         shape = g.grid_shape
         st = np.cumprod((shape[1:] + (1,))[::-1])[::-1] if shape else np.zeros(0, np.int64)
@@ -85,7 +83,7 @@ def _grid_numpy(dic: Dictionary):
             levels[g.id, i], periodic[g.id, i], stride[g.id, i] = p.levels, p.periodic, st[i]
         if g.seeded:
             levels[g.id, -1], periodic[g.id, -1], stride[g.id, -1] = g.n_seeds, True, 1
-    return np.asarray(dic.offsets, np.int32), size, levels, stride, periodic
+    return np.asarray(dic.offsets, np.int32), levels, stride, periodic
 
 
 @functools.lru_cache(maxsize=8)
@@ -153,8 +151,7 @@ class HeuristicHooks:
     topk: int = 8
 
     def __post_init__(self):
-        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or not 1 <= self.topk < N_GENERATORS:
-            raise ValueError(f"topk must be an integer in [1, {N_GENERATORS - 1}], got {self.topk!r}")
+        _int("topk", self.topk, 1, N_GENERATORS - 1)
 
     @property
     def name(self) -> str:
@@ -195,10 +192,8 @@ class AiHooks:
             v = getattr(self, f)
             if v is not None and not isinstance(v, (str, Path)):
                 raise ValueError(f"{f} must be a shipped model name, a checkpoint path or None, got {v!r}")
-        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or not 1 <= self.topk < N_GENERATORS:
-            raise ValueError(f"topk must be an integer in [1, {N_GENERATORS - 1}], got {self.topk!r}")
-        if isinstance(self.rd_keep, bool) or not isinstance(self.rd_keep, int) or self.rd_keep < 1:
-            raise ValueError(f"rd_keep must be a positive integer, got {self.rd_keep!r}")
+        _int("topk", self.topk, 1, N_GENERATORS - 1)
+        _int("rd_keep", self.rd_keep, 1)
         if self.selector is None and (self.param_predictor is not None or self.rd_predictor is not None):
             raise ValueError("param_predictor and rd_predictor need a selector")
 
@@ -328,8 +323,8 @@ def selector_logits(feats, plan: HookPlan, hp) -> jax.Array:
     if plan.selector == "m1":
         return nnx.merge(plan.m1_def, hp["m1"])(feats)
     # heuristic: columns of tile_features (see pc15jax.ai.features)
-    low = jnp.mean(feats[:, 64:80] ** 2, axis=1)  # 4x4 pyramid energy of the unit-RMS residual
-    coh = feats[:, 131]
+    low = jnp.mean(feats[:, COL_PYRAMID4] ** 2, axis=1)  # coarse-scale share of the unit-RMS residual
+    coh = feats[:, COL_COHERENCE]
     aff = jnp.stack([coh, low, (1.0 - coh) * (1.0 - low)], axis=1)  # [N, 3]
     return 4.0 * aff @ hp["groups"].T + hp["prior"][None, :]
 
@@ -354,5 +349,3 @@ def candidate_features(j_proxy, d_proxy, bits, c, energy, kappa, n_prev, gen, la
     return jnp.concatenate([jnp.stack(cols, -1), jnp.broadcast_to(stage[:, None, :], shape + (N_STAGES,)),
                             jax.nn.one_hot(gen, N_GENERATORS, dtype=jnp.float32)], axis=-1)
 
-
-assert N_FEATURES > 131  # the heuristic reads the summary columns of tile_features

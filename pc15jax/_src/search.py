@@ -26,19 +26,18 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-import flax.nnx as nnx
-
 from ..ai.features import tile_features
 from ..bitstream.models import count_contexts
+from . import generators as gens
 from . import hooks as _hooks
 from .config import CodecConfig
 from .dictionary import Dictionary, get_dictionary
-from . import generators as gens
 from .generators import get_generator
 from .metrics import K1, K2, _gauss2, gaussian_kernel
 from .score import RateModel, atom_static_bits, rd_cost, uniform_rate_model

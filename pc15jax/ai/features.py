@@ -18,12 +18,17 @@ import jax.numpy as jnp
 
 from .._src.generators import list_generators
 
-__all__ = ["tile_features", "N_FEATURES", "N_GENERATORS", "N_STAGES", "summary_features"]
+__all__ = ["tile_features", "N_FEATURES", "N_GENERATORS", "N_STAGES", "summary_features", "COL_PYRAMID4",
+           "COL_LOG_RMS", "COL_COHERENCE"]
 
 N_GENERATORS = len(list_generators())
 N_STAGES = 4
 EPS = 1e-6
 N_FEATURES = 64 + 16 + 48 + 5 + N_STAGES + N_GENERATORS
+# Columns of tile_features' output that code reads by name.
+COL_PYRAMID4 = slice(64, 80)  # the 4x4 pyramid of the unit-RMS residual
+COL_LOG_RMS = 128  # summary_features()[:, 0]
+COL_COHERENCE = 131  # summary_features()[:, 3]
 
 
 def _resize(v, s):

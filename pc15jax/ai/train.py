@@ -10,7 +10,6 @@ weights are restored at the end).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -139,8 +138,3 @@ def fit(model: nnx.Module, loss_fn: Callable, eval_fn: Callable, train: dict, va
             "seconds": round(time.perf_counter() - t0, 1), "examples": {"train": n, "val": len(next(iter(val.values())))},
             "train_config": dataclasses.asdict(cfg)}
 
-
-def npz_bytes(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
