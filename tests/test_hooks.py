@@ -218,10 +218,10 @@ def test_no_recompile_for_same_shape(camera, astronaut_gray):
     cfg = CFG.replace(ai=hooks, max_atoms=2)
     pc.encode_y(camera[:64, :64], cfg)
     pc.encode_y(astronaut_gray[:64, :64], cfg)  # both stage programs compiled by now
-    n = S._search_hooked._cache_size()
+    n = S._stage._cache_size()
     pc.encode_y(astronaut_gray[64:128, :64], cfg.replace(lambda_rd=0.1))
     pc.encode_y(camera[64:128, 64:128], cfg.replace(lambda_rd=0.05))
-    assert S._search_hooked._cache_size() == n
+    assert S._stage._cache_size() == n
 
 
 def test_paths_and_env(tmp_path):

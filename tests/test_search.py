@@ -198,9 +198,36 @@ def test_generator_subset_is_honoured(camera):
 
 def test_no_recompile_for_same_shape(camera, astronaut_gray):
     pc.search_image(camera[:96, :80], CFG)
-    before = S._search._cache_size()
+    before = S._stage._cache_size()
     pc.search_image(astronaut_gray[:96, :80], CFG.replace(lambda_rd=2.0, alpha_mix=0.3))
-    assert S._search._cache_size() == before
+    assert S._stage._cache_size() == before
+
+
+def test_blocked_stage_runs_the_active_tiles_only(camera):
+    """A stage in blocks over a permutation (the last block clamped onto the one before) gives
+    every active tile what the whole-batch stage gives it, and atom 0 to the rows it skips."""
+    tiles = jnp.asarray(_photo_tiles(camera, n=192, seed=5))
+    t = S.default_tables(CFG)
+    prm = S.SearchParams.from_config(CFG)
+    kw = dict(mode="exhaustive", beam=4, shortlist=4)
+    first = S._search(tiles, t, prm, **kw)
+    count = (first.atom != 0).astype(jnp.int32)
+    prev_gen, ctx = t.atom_gen[first.atom], jnp.full((192,), -1, jnp.int32)
+    whole = S._search_more(tiles, first.recon, first.dc_q, count, prev_gen, ctx, t, prm, **kw)
+    active = np.random.default_rng(0).random(192) < 0.85
+    assert S._block_size(192) == 128 and 128 < active.sum() < 192
+    order, n_blocks = S._stage_order(active, 128)
+    assert int(n_blocks) == 2
+    blk = S._stage(tiles, first.recon, first.dc_q, count, prev_gen, ctx, order, n_blocks, t, prm, first=False, **kw)
+    np.testing.assert_array_equal(np.asarray(blk.atom)[active], np.asarray(whole.atom)[active])
+    np.testing.assert_array_equal(np.asarray(blk.coef_q)[active], np.asarray(whole.coef_q)[active])
+    np.testing.assert_allclose(np.asarray(blk.recon)[active], np.asarray(whole.recon)[active], atol=1e-6)
+    one = S._stage(tiles, first.recon, first.dc_q, count, prev_gen, ctx, order, jnp.int32(1), t, prm, first=False,
+                   **kw)
+    skipped = np.ones(192, bool)
+    skipped[np.asarray(order)[:128]] = False
+    assert np.all(np.asarray(one.atom)[skipped] == 0) and np.all(np.asarray(one.recon)[skipped] == 0)
+    np.testing.assert_array_equal(np.asarray(one.atom)[~skipped], np.asarray(whole.atom)[~skipped])
 
 
 def test_jit_matches_eager(camera):

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 TILE_BUCKET = 64
+STAGE_BLOCK = 128  # tiles per block of a pursuit stage (see _blocks)
 GATHER_MAX = 24  # candidate lists longer than this are scored through the full matmul
 SSIM_TABLE_MAX_ELEMENTS = 1 << 25  # precompute per-atom SSIM tables up to 128 MiB each (T <= 64)
 HIGHEST = lax.Precision.HIGHEST
@@ -527,6 +528,58 @@ def _search_hooked(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTab
     return _finalise(pr, t, p, sl, first)
 
 
+# ----------------------------------------------------------------------------------------------
+# Stages in blocks of tiles, active tiles only
+# ----------------------------------------------------------------------------------------------
+
+
+def _blocks(body, args, order, n_blocks, block: int):
+    """``body`` on blocks of ``block`` rows of ``args`` (a pytree of ``[Np, ...]`` arrays), the rows
+    taken in ``order`` (int32 ``[Np]``, a permutation), the first ``n_blocks`` blocks only
+    (traced: one program for every stage). Rows of blocks not run are zeros in the output.
+
+    A block's working set (its ``[block, A]`` scores, its ``[block, M, n]`` candidates) stays in
+    cache, which the whole batch's does not: on CPU a stage runs 1.3-2.5x faster this way."""
+    Np = order.shape[0]
+    shaped = jax.tree.map(lambda v: jax.ShapeDtypeStruct((block,) + v.shape[1:], v.dtype), args)
+    out = jax.tree.map(lambda s: jnp.zeros((Np,) + s.shape[1:], s.dtype), jax.eval_shape(body, shaped))
+
+    def step(b, out):
+        rows = lax.dynamic_slice_in_dim(order, jnp.minimum(b * block, Np - block), block)
+        r = body(jax.tree.map(lambda v: v[rows], args))
+        return jax.tree.map(lambda o, v: o.at[rows].set(v), out, r)
+
+    return lax.fori_loop(0, n_blocks, step, out)
+
+
+def _block_size(Np: int) -> int:
+    return min(STAGE_BLOCK, Np)
+
+
+@functools.partial(jax.jit, static_argnames=("first", "mode", "beam", "shortlist", "plan", "layout"))
+def _stage(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, order, n_blocks, t: SearchTables, p: SearchParams,
+           gt=None, hp=None, *, first: bool, mode: str, beam: int, shortlist: int, plan=None, layout=None):
+    """One pursuit stage of the tiles ``order[:n_blocks * block]`` (all other rows: atom 0), the
+    exhaustive / coarse-to-fine stage, or the hooked one when ``plan`` is given. Stage 1 (``first``)
+    ignores ``recon``, ``dc_q``, ``n_prev``, ``prev_gen`` and ``count_ctx``."""
+
+    def body(a):
+        if plan is not None:
+            return _search_hooked(*a, t, p, gt, hp, first=first, plan=plan, layout=layout, shortlist=shortlist)
+        if first:
+            return _search(a[0], t, p, mode=mode, beam=beam, shortlist=shortlist)
+        return _search_more(*a, t, p, mode=mode, beam=beam, shortlist=shortlist)
+
+    args = (tiles, recon, dc_q, n_prev, prev_gen, count_ctx)
+    return _blocks(body, args, order, n_blocks, _block_size(tiles.shape[0]))
+
+
+def _stage_order(active: np.ndarray, block: int) -> tuple[jax.Array, jax.Array]:
+    """Host: the active rows first (then the others) and the number of blocks that cover them."""
+    order = np.concatenate([np.flatnonzero(active), np.flatnonzero(~active)]).astype(np.int32)
+    return jnp.asarray(order), jnp.asarray(-(-int(active.sum()) // block), jnp.int32)
+
+
 def pad_tiles(tiles: jax.Array) -> jax.Array:
     """Pad a tile batch with zero tiles to a multiple of ``TILE_BUCKET`` (at least one bucket)."""
     N = tiles.shape[0]
@@ -563,8 +616,12 @@ def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
     if tables is None:
         tables = default_tables(cfg)
     N = tiles.shape[0]
-    res = _search(pad_tiles(tiles), tables, SearchParams.from_config(cfg), mode=cfg.search, beam=cfg.beam,
-                  shortlist=cfg.shortlist)
+    tiles = pad_tiles(tiles)
+    Np = tiles.shape[0]
+    order, n_blocks = _stage_order(np.arange(Np) < N, _block_size(Np))
+    z = jnp.zeros((Np,), jnp.int32)
+    res = _stage(tiles, tiles, z, z, z, z, order, n_blocks, tables, SearchParams.from_config(cfg), first=True,
+                 mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
     return jax.tree.map(lambda a: a[:N], res)
 
 
@@ -614,12 +671,14 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
     prepared = _hooks.prepare_hooks(hooks, np.zeros(len(_layout(cfg))) if gen_prior is None else gen_prior)
     if prepared is not None:
         plan, hp = prepared
+        kw.update(plan=plan, layout=_layout(cfg))
         gt = _hooks.grid_tables(dictionary_for(cfg))
-        hk = dict(plan=plan, layout=_layout(cfg), shortlist=cfg.shortlist)
-        z = jnp.zeros((Np,), jnp.int32)
-        res = _search_hooked(tiles, tiles, z, z, z, z, t, prm, gt, hp, first=True, **hk)
     else:
-        res = _search(tiles, t, prm, **kw)
+        hp = gt = None
+    block = _block_size(Np)
+    z = jnp.zeros((Np,), jnp.int32)
+    res = _stage(tiles, tiles, z, z, z, z, *_stage_order(np.arange(Np) < N, block), t, prm, gt, hp, first=True,
+                 **kw)
     atoms, coefs = [res.atom], [res.coef_q]
     count = (res.atom != 0).astype(jnp.int32)
     recon = res.recon
@@ -631,11 +690,8 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
         ctx = np.full(Np, -1, np.int32)
         if grid is not None:
             ctx[:N] = count_contexts(count_host[:N], *grid)
-        if prepared is not None:
-            r = _search_hooked(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), t, prm, gt,
-                               hp, first=False, **hk)
-        else:
-            r = _search_more(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), t, prm, **kw)
+        r = _stage(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), *_stage_order(active, block),
+                   t, prm, gt, hp, first=False, **kw)
         add = jnp.asarray(active) & (r.atom != 0)
         atoms.append(jnp.where(add, r.atom, 0))
         coefs.append(jnp.where(add, r.coef_q, 0))
