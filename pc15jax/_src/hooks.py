@@ -44,7 +44,7 @@ N_AXES = gens.MAX_PARAMS + 1  # parameters, then the seed
 N_LEVELS = max(max((p.levels for p in g.params), default=1) for g in gens.list_generators())
 N_LEVELS = max(N_LEVELS, max(g.n_seeds for g in gens.list_generators()))
 N_CAND_FEATURES = 7 + N_STAGES + N_GENERATORS
-DISPATCH_CHUNK = 64
+DISPATCH_CHUNK = 128  # (tile, generator) pairs per product of the hooked dispatch
 M3_POOL = 8  # M3 ranks the proxy's best M3_POOL candidates (as in its training data)
 
 # Which tile statistics each generator family explains (the heuristic selector's prior knowledge).

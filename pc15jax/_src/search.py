@@ -436,7 +436,7 @@ def _dispatch(pr: _Prep, t: SearchTables, p: SearchParams, topg, layout, per_gen
     atoms only -> the ``per_gen`` best atoms of every pair, ``[N, K * per_gen]``."""
     N, K = topg.shape
     P = N * K
-    B = _hooks.DISPATCH_CHUNK
+    B = min(_hooks.DISPATCH_CHUNK, P)
     gen_of = topg.reshape(-1)
     tile_of = jnp.repeat(jnp.arange(N, dtype=jnp.int32), K)
     order = jnp.argsort(gen_of, stable=True)
@@ -493,24 +493,22 @@ def _m2_candidates(pr: _Prep, t: SearchTables, p: SearchParams, feats, topg, pla
     return jnp.concatenate([c1, c2], axis=1), tuple(jnp.concatenate([a, b], axis=1) for a, b in zip(s1, s2))
 
 
-@functools.partial(jax.jit, static_argnames=("first", "plan", "layout", "shortlist"))
-def _search_hooked(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTables, p: SearchParams, gt, hp, *,
-                   first: bool, plan, layout, shortlist: int) -> SearchResult:
-    """One pursuit stage with hooks (stage 1 when ``first``: then recon/dc_q/... are ignored)."""
-    pr = _prepare(tiles, t, p) if first else _prepare_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t, p)
+def _select(pr: _Prep, t: SearchTables, hp, plan, G: int):
+    """Tile features and the selector's ``plan.topk`` generators of every tile -> (``[N, F]``, ``[N, K]``)."""
     N, n = pr.xc.shape
     T = int(round(n ** 0.5))
     feats = tile_features((pr.xc / t.sw).reshape(N, T, T), pr.n_prev, pr.prev_gen)
-    G = len(layout)
     gen_ok = jnp.zeros((G,), bool).at[t.atom_gen].max(t.allowed).at[0].set(False)
     logits = jnp.where(gen_ok[None, :], _hooks.selector_logits(feats, plan, hp), -jnp.inf)
     _, topg = lax.top_k(logits, plan.topk)
-    topg = topg.astype(jnp.int32)
-    if plan.m2_def is None:
-        cand = _dispatch(pr, t, p, topg, layout, shortlist)
-        j, d, bits, c = _score_list(pr, t, p, cand)
-    else:
-        cand, (j, d, bits, c) = _m2_candidates(pr, t, p, feats, topg, plan, hp, gt)
+    return feats, topg.astype(jnp.int32)
+
+
+def _rerank(pr: _Prep, t: SearchTables, p: SearchParams, hp, plan, cand, scores, shortlist: int, first: bool):
+    """Per-tile candidates ``cand`` [N, M] with their proxy terms -> the full-cost stage result:
+    the proxy's ``shortlist`` best (or, with M3, the ``rd_keep`` best of its re-ranking)."""
+    n = pr.xc.shape[1]
+    j, d, bits, c = scores
     j = _dedupe(cand, j)
     keep = shortlist
     rank = j
@@ -526,6 +524,30 @@ def _search_hooked(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t: SearchTab
     sl = jnp.take_along_axis(cand, pos, axis=1)
     sl = jnp.where(jnp.isfinite(jnp.take_along_axis(rank, pos, axis=1)), sl, -1)
     return _finalise(pr, t, p, sl, first)
+
+
+def _search_hooked_m2(pr: _Prep, t: SearchTables, p: SearchParams, gt, hp, *, first: bool, plan, layout,
+                      shortlist: int) -> SearchResult:
+    """One block of a stage with M2: selected generators -> M2's atoms and their neighbourhoods."""
+    feats, topg = _select(pr, t, hp, plan, len(layout))
+    cand, scores = _m2_candidates(pr, t, p, feats, topg, plan, hp, gt)
+    return _rerank(pr, t, p, hp, plan, cand, scores, shortlist, first)
+
+
+def _stage_hooked(pr: _Prep, order, n_blocks, block: int, t: SearchTables, p: SearchParams, gt, hp, *,
+                  first: bool, plan, layout, shortlist: int) -> SearchResult:
+    """A hooked stage. With M2, every block runs on its own. Without, the blocks select their
+    generators, one dispatch over the whole stage scores each (tile, generator) pair against all
+    of that generator's atoms (in full chunks of pairs: a block alone would leave most chunks
+    nearly empty), and the blocks re-rank their candidates."""
+    kw = dict(first=first, plan=plan, layout=layout, shortlist=shortlist)
+    if plan.m2_def is not None:
+        return _blocks(lambda q: _search_hooked_m2(q, t, p, gt, hp, **kw), pr, order, n_blocks, block)
+    topg = _blocks(lambda q: _select(q, t, hp, plan, len(layout))[1], pr, order, n_blocks, block)
+    # Rows that no block visited select generator 0 (zeros), which the dispatch skips.
+    cand = _dispatch(pr, t, p, topg, layout, shortlist)
+    return _blocks(lambda a: _rerank(a[0], t, p, hp, plan, a[1], _score_list(a[0], t, p, a[1]), shortlist, first),
+                   (pr, cand), order, n_blocks, block)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,15 +585,18 @@ def _stage(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, order, n_blocks, t: 
     exhaustive / coarse-to-fine stage, or the hooked one when ``plan`` is given. Stage 1 (``first``)
     ignores ``recon``, ``dc_q``, ``n_prev``, ``prev_gen`` and ``count_ctx``."""
 
+    block = _block_size(tiles.shape[0])
+    if plan is not None:
+        pr = _prepare(tiles, t, p) if first else _prepare_more(tiles, recon, dc_q, n_prev, prev_gen, count_ctx, t, p)
+        return _stage_hooked(pr, order, n_blocks, block, t, p, gt, hp, first=first, plan=plan, layout=layout,
+                             shortlist=shortlist)
+
     def body(a):
-        if plan is not None:
-            return _search_hooked(*a, t, p, gt, hp, first=first, plan=plan, layout=layout, shortlist=shortlist)
         if first:
             return _search(a[0], t, p, mode=mode, beam=beam, shortlist=shortlist)
         return _search_more(*a, t, p, mode=mode, beam=beam, shortlist=shortlist)
 
-    args = (tiles, recon, dc_q, n_prev, prev_gen, count_ctx)
-    return _blocks(body, args, order, n_blocks, _block_size(tiles.shape[0]))
+    return _blocks(body, (tiles, recon, dc_q, n_prev, prev_gen, count_ctx), order, n_blocks, block)
 
 
 def _stage_order(active: np.ndarray, block: int) -> tuple[jax.Array, jax.Array]:
