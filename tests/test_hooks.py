@@ -78,7 +78,8 @@ def test_dispatch_equals_brute_force_per_generator(tiles):
     rng = np.random.default_rng(1)
     topg = jnp.asarray(np.stack([rng.choice(np.arange(1, 25), 3, replace=False) for _ in range(N)]), jnp.int32)
     layout = S._layout(CFG)
-    got = np.asarray(jax.jit(lambda pr, g: S._dispatch(pr, t, prm, g, layout, 4))(pr, topg)).reshape(N, 3, 4)
+    got, got_j = (np.asarray(v).reshape(N, 3, 4) for v in jax.jit(
+        lambda pr, g: S._dispatch(pr, t, prm, g, layout, 4))(pr, topg))
     c = jnp.dot(pr.xc, t.atoms.T)
     j = np.asarray(S._proxy_cost(c, jnp.arange(t.atoms.shape[0], dtype=jnp.int32)[None], pr, t, prm))
     for i in range(0, N, 7):
@@ -86,6 +87,7 @@ def test_dispatch_equals_brute_force_per_generator(tiles):
             off, size = layout[int(topg[i, k])]
             want = off + np.argsort(j[i, off:off + size], kind="stable")[:4]
             np.testing.assert_allclose(np.sort(j[i, got[i, k]]), np.sort(j[i, want]), rtol=1e-6)
+            np.testing.assert_allclose(got_j[i, k], j[i, got[i, k]], rtol=1e-5)  # the J it hands on
 
 
 def test_heuristic_with_every_generator_agrees_with_exhaustive(tiles):

@@ -433,7 +433,8 @@ def _dedupe(cand, j):
 def _dispatch(pr: _Prep, t: SearchTables, p: SearchParams, topg, layout, per_gen: int):
     """Every atom of each tile's selected generators ``topg`` [N, K], at matmul speed: the
     (tile, generator) pairs are sorted by generator and scored in chunks against that generator's
-    atoms only -> the ``per_gen`` best atoms of every pair, ``[N, K * per_gen]``."""
+    atoms only -> the ``per_gen`` best atoms of every pair and their proxy ``J``, ``[N, K * per_gen]``
+    each (-1 and inf where none). The atoms of a row are distinct."""
     N, K = topg.shape
     P = N * K
     B = min(_hooks.DISPATCH_CHUNK, P)
@@ -442,7 +443,7 @@ def _dispatch(pr: _Prep, t: SearchTables, p: SearchParams, topg, layout, per_gen
     order = jnp.argsort(gen_of, stable=True)
     counts = jnp.zeros(len(layout), jnp.int32).at[gen_of].add(1)
     starts = jnp.cumsum(counts) - counts
-    out = jnp.full((P + 1, per_gen), -1, jnp.int32)
+    out = (jnp.full((P + 1, per_gen), -1, jnp.int32), jnp.full((P + 1, per_gen), jnp.inf, jnp.float32))
     for g, (off, size) in enumerate(layout):
         if g == 0 or size == 0:
             continue
@@ -456,12 +457,14 @@ def _dispatch(pr: _Prep, t: SearchTables, p: SearchParams, topg, layout, per_gen
             pos = order[jnp.minimum(starts[g] + r, P - 1)]
             sub = jax.tree.map(lambda v: v[tile_of[pos]], pr)
             j = _proxy_cost(jnp.dot(sub.xc, atoms_g.T), ids, sub, t, p)
-            _, best = lax.top_k(-j, s)
+            neg, best = lax.top_k(-j, s)
             val = jnp.full((B, per_gen), -1, jnp.int32).at[:, :s].set(ids[0][best])
-            return out.at[jnp.where(valid, pos, P)].set(val)
+            jv = jnp.full((B, per_gen), jnp.inf, jnp.float32).at[:, :s].set(-neg)
+            dest = jnp.where(valid, pos, P)
+            return out[0].at[dest].set(val), out[1].at[dest].set(jv)
 
         out = lax.fori_loop(0, (counts[g] + B - 1) // B, body, out)
-    return out[:P].reshape(N, K * per_gen)
+    return tuple(v[:P].reshape(N, K * per_gen) for v in out)
 
 
 def _levels_of(gt, gen, atom):
@@ -504,12 +507,15 @@ def _select(pr: _Prep, t: SearchTables, hp, plan, G: int):
     return feats, topg.astype(jnp.int32)
 
 
-def _rerank(pr: _Prep, t: SearchTables, p: SearchParams, hp, plan, cand, scores, shortlist: int, first: bool):
-    """Per-tile candidates ``cand`` [N, M] with their proxy terms -> the full-cost stage result:
-    the proxy's ``shortlist`` best (or, with M3, the ``rd_keep`` best of its re-ranking)."""
+def _rerank(pr: _Prep, t: SearchTables, p: SearchParams, hp, plan, cand, scores, shortlist: int, first: bool,
+            dedupe: bool = True):
+    """Per-tile candidates ``cand`` [N, M] with their proxy terms ``(J, D, R, c)`` -> the full-cost
+    stage result: the proxy's ``shortlist`` best (or, with M3, the ``rd_keep`` best of its
+    re-ranking). Without M3 only ``J`` is read; ``dedupe=False`` when the rows hold no repeats."""
     n = pr.xc.shape[1]
     j, d, bits, c = scores
-    j = _dedupe(cand, j)
+    if dedupe:
+        j = _dedupe(cand, j)
     keep = shortlist
     rank = j
     if plan.m3_def is not None:  # M3 re-ranks the proxy's best few (what it was trained on)
@@ -545,9 +551,14 @@ def _stage_hooked(pr: _Prep, order, n_blocks, block: int, t: SearchTables, p: Se
         return _blocks(lambda q: _search_hooked_m2(q, t, p, gt, hp, **kw), pr, order, n_blocks, block)
     topg = _blocks(lambda q: _select(q, t, hp, plan, len(layout))[1], pr, order, n_blocks, block)
     # Rows that no block visited select generator 0 (zeros), which the dispatch skips.
-    cand = _dispatch(pr, t, p, topg, layout, shortlist)
-    return _blocks(lambda a: _rerank(a[0], t, p, hp, plan, a[1], _score_list(a[0], t, p, a[1]), shortlist, first),
-                   (pr, cand), order, n_blocks, block)
+    cand, j = _dispatch(pr, t, p, topg, layout, shortlist)
+
+    def rerank(a):
+        q, c, jc = a
+        scores = (jc, None, None, None) if plan.m3_def is None else _score_list(q, t, p, c)
+        return _rerank(q, t, p, hp, plan, c, scores, shortlist, first, dedupe=False)
+
+    return _blocks(rerank, (pr, cand, j), order, n_blocks, block)
 
 
 # ----------------------------------------------------------------------------------------------
