@@ -18,7 +18,8 @@ unit-norm atoms ``a`` (see :mod:`.dictionary`):
    batch made only of such tiles skips the search altogether (``lax.cond``).
 
 All tile batches are padded to a multiple of ``TILE_BUCKET`` so that images whose tile counts
-fall in the same bucket share one compiled program.
+fall in the same bucket share one compiled program. A stage runs over the tiles still active only,
+in blocks of ``STAGE_BLOCK`` tiles (:func:`_blocks`), with a traced block count.
 """
 
 from __future__ import annotations
