@@ -617,6 +617,14 @@ def _stage_order(active: np.ndarray, block: int) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(order), jnp.asarray(-(-int(active.sum()) // block), jnp.int32)
 
 
+def _first_stage(tiles, N: int, t: SearchTables, p: SearchParams, gt=None, hp=None, **kw) -> SearchResult:
+    """Stage 1 (the DC and the first atom) of the first ``N`` rows of a padded batch ``tiles``."""
+    Np = tiles.shape[0]
+    z = jnp.zeros((Np,), jnp.int32)
+    return _stage(tiles, tiles, z, z, z, z, *_stage_order(np.arange(Np) < N, _block_size(Np)), t, p, gt, hp,
+                  first=True, **kw)
+
+
 def pad_tiles(tiles: jax.Array) -> jax.Array:
     """Pad a tile batch with zero tiles to a multiple of ``TILE_BUCKET`` (at least one bucket)."""
     N = tiles.shape[0]
@@ -653,12 +661,8 @@ def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
     if tables is None:
         tables = default_tables(cfg)
     N = tiles.shape[0]
-    tiles = pad_tiles(tiles)
-    Np = tiles.shape[0]
-    order, n_blocks = _stage_order(np.arange(Np) < N, _block_size(Np))
-    z = jnp.zeros((Np,), jnp.int32)
-    res = _stage(tiles, tiles, z, z, z, z, order, n_blocks, tables, SearchParams.from_config(cfg), first=True,
-                 mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
+    res = _first_stage(pad_tiles(tiles), N, tables, SearchParams.from_config(cfg), mode=cfg.search, beam=cfg.beam,
+                       shortlist=cfg.shortlist)
     return jax.tree.map(lambda a: a[:N], res)
 
 
@@ -712,10 +716,7 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
         gt = _hooks.grid_tables(dictionary_for(cfg))
     else:
         hp = gt = None
-    block = _block_size(Np)
-    z = jnp.zeros((Np,), jnp.int32)
-    res = _stage(tiles, tiles, z, z, z, z, *_stage_order(np.arange(Np) < N, block), t, prm, gt, hp, first=True,
-                 **kw)
+    res = _first_stage(tiles, N, t, prm, gt, hp, **kw)
     atoms, coefs = [res.atom], [res.coef_q]
     count = (res.atom != 0).astype(jnp.int32)
     recon = res.recon
@@ -727,8 +728,9 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
         ctx = np.full(Np, -1, np.int32)
         if grid is not None:
             ctx[:N] = count_contexts(count_host[:N], *grid)
-        r = _stage(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), *_stage_order(active, block),
-                   t, prm, gt, hp, first=False, **kw)
+        order, n_blocks = _stage_order(active, _block_size(Np))
+        r = _stage(tiles, recon, res.dc_q, count, t.atom_gen[atoms[-1]], jnp.asarray(ctx), order, n_blocks, t, prm, gt,
+                   hp, first=False, **kw)
         add = jnp.asarray(active) & (r.atom != 0)
         atoms.append(jnp.where(add, r.atom, 0))
         coefs.append(jnp.where(add, r.coef_q, 0))
