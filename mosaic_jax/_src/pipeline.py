@@ -37,8 +37,9 @@ from .feather import feather_weights
 from .grid import Grid, make_grid
 from .io import FrameInfo, FrameSkipped, MosaicInputError, atomic_write, find_inputs, load_frame, scan_frame
 from .photometry import (
-    apply_tile_photometric_scaling,
+    _erode,
     _scaling,
+    apply_tile_photometric_scaling,
     compute_tile_photometric_scaling,
     equalize_rgb_medians,
     noise_sigma,
@@ -46,6 +47,7 @@ from .photometry import (
     solve_tile_photometry,
 )
 from .reproject import BACKENDS, reproject_frame
+from .sky import SKY_MODELS, apply_frame_sky, frame_norm, pair_statistics, solve_frame_sky
 from .stack import REJECT, stack_frames
 
 __all__ = ["MosaicConfig", "MosaicResult", "build_mosaic", "write_outputs", "stretch_preview", "SOLVES"]
@@ -68,6 +70,9 @@ class MosaicConfig:
       reject, kappa: the per-tile stack's rejection (:func:`mosaic_jax.stack_frames`).
       normalize: per-frame normalisation, ``"overlap"`` (robust fits on every overlapping pair of
         frames, solved once over the whole frame graph) or ``"none"``.
+      sky: each frame's sky model, ``"offset"``, ``"plane"``, ``"poly2"`` or ``"poly3"`` (a
+        polynomial of that degree in the frame's footprint coordinates; see :mod:`mosaic_jax.sky`).
+      fit_gains: solve a gain per frame and channel too (else only the skies).
       solve: ``"global"`` (robust least squares over the overlap graph) or ``"reference"`` (each
         tile scaled to the reference tile where they overlap; others untouched).
       two_pass: after a first assembly, refit every tile to the mosaic and assemble again.
@@ -84,6 +89,8 @@ class MosaicConfig:
     overlap: float = 0.4
     reject: str = "winsorized"
     normalize: str = "overlap"
+    sky: str = "plane"
+    fit_gains: bool = True
     kappa: tuple[float, float] = (3.0, 3.0)
     solve: str = "global"
     two_pass: bool = False
@@ -100,6 +107,8 @@ class MosaicConfig:
             raise ValueError(f"reject must be one of {REJECT}, got {self.reject!r}")
         if self.normalize not in FRAME_NORMALIZE:
             raise ValueError(f"normalize must be one of {FRAME_NORMALIZE}, got {self.normalize!r}")
+        if self.sky not in SKY_MODELS:
+            raise ValueError(f"sky must be one of {tuple(SKY_MODELS)}, got {self.sky!r}")
         if self.solve not in SOLVES:
             raise ValueError(f"solve must be one of {SOLVES}, got {self.solve!r}")
         if self.backend not in BACKENDS:
@@ -288,15 +297,12 @@ def _win(tile) -> tuple[int, int, int, int]:
     return tile.y0, tile.x0, tile.h, tile.w
 
 
-def _normalise_frames(windows, store, cfg, C, noise):
-    """Per-frame normalisation, once for the whole mosaic: robust fits on every overlapping pair of
-    frames, solved globally over the frame overlap graph (gauge: the frame with most pixels)."""
+def _frame_pairs(windows, store, masks):
+    """Every overlapping pair of frame windows -> packed good pixels for :func:`sky.pair_statistics`:
+    ``(pairs [P, 2], A [P, K, C], B [P, K, C], M [P, K], YX [P, K, 2], boxes)``, each pair's pixels on
+    a regular subsample of at most ``PAIR_FIT_PIXELS`` (``boxes``: the good pixels' canvas box)."""
     keys = sorted(windows)
-    n = max(keys) + 1
-    gains, offsets = np.ones((n, C), np.float32), np.zeros((n, C), np.float32)
-    if cfg.normalize == "none" or len(keys) < 2:
-        return gains, offsets, 0
-    pairs, crops, cnt = [], [], []
+    items = []
     for a_i, i in enumerate(keys):
         for j in keys[a_i + 1:]:
             box = _intersect(windows[i], windows[j])
@@ -305,20 +311,73 @@ def _normalise_frames(windows, store, cfg, C, noise):
             step = _fit_step((box[2] - box[0]) * (box[3] - box[1]))
             a, _ = _crop(store, ("f", i), windows[i], box, step)
             b, _ = _crop(store, ("f", j), windows[j], box, step)
-            m = np.all(np.isfinite(a), -1) & np.all(np.isfinite(b), -1)
+            sl = lambda k: (slice(box[0] - windows[k][0], box[2] - windows[k][0], step),
+                            slice(box[1] - windows[k][1], box[3] - windows[k][1], step))
+            m = masks[i][sl(i)] & masks[j][sl(j)] & np.all(np.isfinite(a), -1) & np.all(np.isfinite(b), -1)
             if m.sum() * step * step < MIN_PAIR_PIXELS:
                 continue
-            pairs.append((i, j))
-            crops.append((a, b, m))
-            cnt.append(float(m.sum()) * step * step)
-    if not pairs:
-        return gains, offsets, 0
-    pa = np.asarray(pairs)
-    pg, po = _fit_pairs_batched(crops, noise[pa[:, 0]], noise[pa[:, 1]], cfg, C)  # all pairs in one call
-    gauge = max(keys, key=lambda k: int(np.isfinite(store.get(("f", k))[0][..., 0]).sum()))
-    sol = solve_tile_photometry(n, np.asarray(pairs), np.asarray(pg), np.asarray(po), pair_weights=np.asarray(cnt),
-                                gauge=gauge)
-    return sol.gains, sol.offsets, len(pairs)
+            yy, xx = np.nonzero(m)
+            yx = np.stack([box[0] + yy * step, box[1] + xx * step], 1).astype(np.float32)
+            items.append(((i, j), a[m], b[m], yx))
+    if not items:
+        return np.zeros((0, 2), np.int64), None, None, None, None, []
+    C = items[0][1].shape[-1]
+    K = min(PAIR_FIT_PIXELS, max(1 << 12, 1 << (max(len(v[1]) for v in items) - 1).bit_length()))
+    P = max(8, 1 << (len(items) - 1).bit_length())
+    A = np.full((P, K, C), np.nan, np.float32)
+    B = np.full((P, K, C), np.nan, np.float32)
+    M = np.zeros((P, K), bool)
+    YX = np.zeros((P, K, 2), np.float32)
+    boxes = []
+    for p, (_, va, vb, yx) in enumerate(items):
+        s = -(-len(va) // K)
+        va, vb, yx = va[::s], vb[::s], yx[::s]
+        A[p, :len(va)], B[p, :len(vb)], M[p, :len(va)], YX[p, :len(va)] = va, vb, True, yx
+        boxes.append((int(yx[:, 0].min()), int(yx[:, 1].min()), int(yx[:, 0].max()) + 1, int(yx[:, 1].max()) + 1))
+    return np.asarray([v[0] for v in items], np.int64), A, B, M, YX, boxes
+
+
+def _normalise_frames(frames, grid, windows, store, cfg, C, noise):
+    """Per-frame gains and sky polynomials, once for the whole mosaic (:mod:`.sky`): robust fits
+    on every overlapping pair of frames reduced to sufficient statistics, one global solve over
+    the frame graph (gauge: the frame with most good pixels keeps gain 1; zero-mean skies). The
+    stored frame windows are replaced by their corrected versions. Returns the solution (None for
+    ``normalize="none"`` or a single frame) and the number of pairs."""
+    n = len(frames)
+    degree = SKY_MODELS[cfg.sky]
+    if cfg.normalize == "none" or len(windows) < 2:
+        return None, 0
+    masks = {k: np.asarray(_erode(jnp.asarray(store.get(("f", k))[1] > 0), int(cfg.erode))) for k in windows}
+    pairs, A, B, M, YX, boxes = _frame_pairs(windows, store, masks)
+    if not len(pairs):
+        return None, 0
+    norms = np.stack([frame_norm(grid.footprints[k]) for k in range(n)])
+    P = A.shape[0]
+    pad = lambda x, fill: np.concatenate([x, np.full((P - len(x),) + x.shape[1:], fill, x.dtype)])
+    ni, nj = pad(norms[pairs[:, 0]].astype(np.float32), 1.0), pad(norms[pairs[:, 1]].astype(np.float32), 1.0)
+    npair = pad(np.stack([frame_norm(b) for b in boxes]).astype(np.float32), 1.0)
+    sa = pad(np.nan_to_num(noise[pairs[:, 0]], nan=1.0).astype(np.float32), 1.0)
+    sb = pad(np.nan_to_num(noise[pairs[:, 1]], nan=1.0).astype(np.float32), 1.0)
+    K = A.shape[1]
+    st = pair_statistics(jnp.asarray(A), jnp.asarray(B), jnp.asarray(M), jnp.asarray(YX), jnp.asarray(ni),
+                         jnp.asarray(nj), jnp.asarray(npair), jnp.asarray(sa), jnp.asarray(sb),
+                         jnp.asarray(bool(cfg.fit_gains)),
+                         (jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])),
+                         degree=degree, batch=max(1, (1 << 17) // K))
+    st = type(st)(*(np.asarray(x)[:len(pairs)] for x in st))
+    gauge = max(windows, key=lambda k: int(masks[k].sum()))
+    sol = solve_frame_sky(n, pairs, st, degree=degree, noise=np.nan_to_num(noise, nan=1.0), fit_gains=cfg.fit_gains,
+                          gauge=gauge, norms=norms)
+    for k in windows:
+        d, w = store.get(("f", k))
+        y0, x0 = windows[k][:2]
+        fixed = np.asarray(apply_frame_sky(jnp.asarray(d), y0, x0, jnp.asarray(sol.gains[k]),
+                                           jnp.asarray(sol.coeffs[k]), jnp.asarray(norms[k], jnp.float32),
+                                           degree=degree))
+        w = np.array(w)  # a copy: a spilled window's file goes with the drop
+        store.drop(("f", k))
+        store.put(("f", k), fixed, w)
+    return sol, len(pairs)
 
 
 def _layers(tile, windows, frame_ids):
@@ -339,7 +398,7 @@ def _layers(tile, windows, frame_ids):
     return layers
 
 
-def _stack_tile(tile, windows, store, fgain, foff, fweight, cfg, C, timer):
+def _stack_tile(tile, windows, store, fweight, cfg, C, timer):
     """Stack the tile's (normalised) frames -> ``(data [h, w, C], coverage [h, w], frames, rgb gains)``."""
     t0 = time.perf_counter()
     layers = _layers(tile, windows, [k for k in tile.frames if k in windows])
@@ -353,7 +412,7 @@ def _stack_tile(tile, windows, store, fgain, foff, fweight, cfg, C, timer):
         for k, box in lay:
             d, w = _crop(store, ("f", k), windows[k], box)
             sl = (li, slice(box[0] - tile.y0, box[2] - tile.y0), slice(box[1] - tile.x0, box[3] - tile.x0))
-            cube[sl] = d * fgain[k] + foff[k]
+            cube[sl] = d
             wts[sl] = w * fweight[k]
             used.append(int(k))
     data, cov = stack_frames(cube, wts, normalize="none", reject=cfg.reject, kappa=cfg.kappa)
@@ -510,17 +569,21 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
         noise = np.full((len(frames), C), np.nan, np.float32)
         for k in windows:
             noise[k] = np.asarray(_frame_noise(jnp.asarray(store.get(("f", k))[0])))
-        fgain, foff, n_frame_pairs = _normalise_frames(windows, store, cfg, C, noise)
-        sig = np.nanmean(noise * fgain[:len(frames)], axis=1)  # noise after normalisation
+        sky, n_frame_pairs = _normalise_frames(frames, grid, windows, store, cfg, C, noise)
+        fgain = np.ones((len(frames), C), np.float32) if sky is None else sky.gains
+        sig = np.nanmean(noise * fgain, axis=1)  # noise after normalisation
         good = np.isfinite(sig) & (sig > 0)
         fweight = np.where(good, 1.0 / np.where(good, sig, 1.0) ** 2, 0.0)
         fweight = (fweight / fweight[good].mean()).astype(np.float32) if good.any() else np.ones(len(frames), np.float32)
         timer.add("frame_normalisation", time.perf_counter() - t0)
         report["frames"] = [{"index": k, "file": frames[k].name, "gains": np.asarray(fgain[k]).tolist(),
-                             "offsets": np.asarray(foff[k]).tolist(), "weight": float(fweight[k])} for k in sorted(windows)]
+                             "sky_degree": None if sky is None else int(sky.degrees[k]),
+                             "sky_coeffs": None if sky is None else np.asarray(sky.coeffs[k]).tolist(),
+                             "weight": float(fweight[k])} for k in sorted(windows)]
         report["frame_pairs"] = n_frame_pairs
+        report["sky"] = _sky_report(cfg, sky)
         for tile in tqdm(grid.tiles, desc="tiles", unit="tile", disable=not progress):
-            out = _stack_tile(tile, windows, store, fgain, foff, fweight, cfg, C, timer)
+            out = _stack_tile(tile, windows, store, fweight, cfg, C, timer)
             if out is None:
                 log.info("[GRID] tile %d: no frame has data inside it; left empty", tile.index)
                 continue
@@ -601,6 +664,19 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
     report["timings_s"] = {k: round(v, 4) for k, v in timer.t.items()}
     report["peak_memory_mb"] = round(peak_rss_mb(), 1)
     return MosaicResult(mosaic, weight, grid.wcs, grid, report)
+
+
+def _sky_report(cfg, sky) -> dict:
+    rep = {"model": cfg.sky, "degree": SKY_MODELS[cfg.sky], "fit_gains": bool(cfg.fit_gains),
+           "coordinates": "frame footprint: u = (x - cx) / hx, v = (y - cy) / hy on the canvas; c = g f - P(u, v)"}
+    if sky is None:
+        return rep
+    rep["reference_frames"] = list(sky.anchors)
+    rep["fallbacks"] = list(sky.notes)
+    if len(sky.pair_rms_before):
+        rep["frame_pair_rms_before"] = float(np.median(sky.pair_rms_before))
+        rep["frame_pair_rms_after"] = float(np.median(sky.pair_rms_after))
+    return rep
 
 
 def _residual_summary(before, after, sig) -> dict:

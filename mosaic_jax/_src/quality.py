@@ -1,4 +1,6 @@
-"""Mosaic quality: the seam metric, and block statistics used by the benchmarks."""
+"""Mosaic quality: the error against a known truth (:func:`truth_error`), seam steps along frame
+edges measured on the mosaic alone (:func:`seam_steps`), and the older frame-consistency seam
+metric (:func:`seam_metric`, biased: see its docstring)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from astropy.wcs import WCS
 from .photometry import _erode, noise_sigma
 from .reproject import reproject_frame
 
-__all__ = ["SeamMetric", "seam_metric", "block_medians", "lad_fit"]
+__all__ = ["SeamMetric", "seam_metric", "block_medians", "lad_fit", "TruthError", "truth_error", "SeamSteps",
+           "seam_steps"]
 
 
 def block_medians(img, block: int = 32, min_valid: float = 0.9) -> np.ndarray:
@@ -112,3 +115,176 @@ def seam_metric(mosaic, wcs: WCS, frames, *, block: int = 32, erode: int = 8, mi
     if not rms:
         return SeamMetric(float("nan"), float("nan"), per)
     return SeamMetric(float(np.sqrt(np.mean(np.square(rms)))), float(np.sqrt(np.mean(np.square(rms_s)))), per)
+
+
+# ----------------------------------------------------------------------------------------------
+# Error against a known truth, and seam steps along frame edges
+# ----------------------------------------------------------------------------------------------
+
+
+class TruthError(NamedTuple):
+    """``rms``: RMS of the block residuals of ``mosaic = a * truth + P(y, x)`` (mosaic units);
+    ``rms_sigma``: the same in units of the truth's pixel noise (``|a| * sigma``); ``gain``: ``a``
+    per channel; ``blocks``: blocks used per channel; ``sigma``: the truth's pixel noise."""
+
+    rms: float
+    rms_sigma: float
+    gain: list
+    blocks: list
+    sigma: list
+
+
+def _robust_lstsq(A, y, n_iter: int = 50, lad: bool = True):
+    """Least absolute deviations (``lad``) or Huber fit ``A z ~ y`` by IRLS, float64 -> ``(z, r)``."""
+    A, y = np.asarray(A, np.float64), np.asarray(y, np.float64)
+    w = np.ones(len(y))
+    z = np.zeros(A.shape[1])
+    for _ in range(n_iter):
+        sw = np.sqrt(w)
+        z, *_ = np.linalg.lstsq(A * sw[:, None], y * sw, rcond=None)
+        r = y - A @ z
+        if lad:
+            w = 1.0 / np.maximum(np.abs(r), max(float(np.median(np.abs(r))), 1e-12) * 1e-3)
+        else:
+            s = max(1.4826 * float(np.median(np.abs(r))), 1e-12)
+            u = np.abs(r) / (1.345 * s)
+            w = np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
+    return z, y - A @ z
+
+
+def _poly2d(u, v, degree: int) -> np.ndarray:
+    return np.stack([u ** (t - q) * v ** q for t in range(degree + 1) for q in range(t + 1)], axis=-1)
+
+
+def truth_error(mosaic, wcs: WCS, truth, truth_wcs: WCS, *, degree: int = 2, block: int = 32,
+                backend: str = "jax") -> TruthError:
+    """How far a mosaic is from the true sky, up to what no overlap can identify.
+
+    The truth is reprojected onto the mosaic's grid; over the pixels both have, ``block x block``
+    medians are taken; ``mosaic = a * truth + P(y, x)`` is fitted over the blocks by least absolute
+    deviations, with ``a`` one global gain and ``P`` one global polynomial of ``degree`` (the gauge
+    of any photometric solve); the RMS of the residuals is the error. Channels are fitted
+    separately and pooled.
+
+    Args:
+      mosaic: ``[H, W]`` or ``[H, W, C]``. wcs: its celestial WCS.
+      truth: ``[h, w]`` or ``[h, w, C]`` the true sky (with its noise, as the frames were cut from
+        it). truth_wcs: its WCS.
+    """
+    m = np.asarray(mosaic, np.float32)
+    m = m[..., None] if m.ndim == 2 else m
+    t = jnp.asarray(truth, jnp.float32)
+    t = t[..., None] if t.ndim == 2 else t
+    if t.shape[-1] != m.shape[-1]:
+        raise ValueError(f"truth has {t.shape[-1]} channels, the mosaic {m.shape[-1]}")
+    H, W, C = m.shape
+    sig = np.asarray(jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(t))
+    r = np.asarray(reproject_frame(t, truth_wcs, wcs, 0, 0, H, W, backend=backend))
+    ok = np.all(np.isfinite(r), -1) & np.all(np.isfinite(m), -1)
+    bt = block_medians(np.where(ok[..., None], r, np.nan), block)
+    bm = block_medians(np.where(ok[..., None], m, np.nan), block)
+    by, bx = np.mgrid[0:bt.shape[0], 0:bt.shape[1]]
+    u = (bx - (bt.shape[1] - 1) / 2) / max(bt.shape[1] / 2, 1)
+    v = (by - (bt.shape[0] - 1) / 2) / max(bt.shape[0] / 2, 1)
+    res, res_s, gains, nb = [], [], [], []
+    for c in range(C):
+        k = np.isfinite(bt[..., c]) & np.isfinite(bm[..., c])
+        if k.sum() <= _poly2d(np.zeros(1), np.zeros(1), degree).shape[-1] + 1:
+            raise ValueError(f"truth_error: only {int(k.sum())} blocks where the mosaic and the truth overlap")
+        A = np.concatenate([bt[..., c][k][:, None], _poly2d(u[k], v[k], degree)], axis=1)
+        z, e = _robust_lstsq(A, bm[..., c][k])
+        res.append(e)
+        res_s.append(e / max(abs(z[0]) * float(sig[c]), 1e-30))
+        gains.append(float(z[0]))
+        nb.append(int(k.sum()))
+    e, es = np.concatenate(res), np.concatenate(res_s)
+    return TruthError(float(np.sqrt(np.mean(e ** 2))), float(np.sqrt(np.mean(es ** 2))), gains, nb,
+                      [float(s) for s in sig])
+
+
+class SeamSteps(NamedTuple):
+    """``rms_sigma``: RMS over edge segments of the step ``s`` in units of the mosaic's pixel
+    noise; ``rms``: the same in mosaic units; ``segments``: segments measured; ``steps``: every
+    segment's ``(frame, side, index, channel, step)``."""
+
+    rms: float
+    rms_sigma: float
+    segments: int
+    steps: list
+
+
+def _frame_edge_coords(frame_wcs: WCS, fshape, wcs: WCS, box):
+    """Frame pixel coordinates ``(fx, fy)`` of the mosaic pixels in ``box``."""
+    y0, x0, y1, x1 = box
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    world = wcs.pixel_to_world_values(xx.ravel().astype(np.float64), yy.ravel().astype(np.float64))
+    fx, fy = frame_wcs.world_to_pixel_values(*world)
+    return np.asarray(fx).reshape(yy.shape), np.asarray(fy).reshape(yy.shape), yy, xx
+
+
+def seam_steps(mosaic, wcs: WCS, frames, *, segment: int = 64, inner: float = 2.0, outer: float = 16.0,
+               min_pixels: int = 64) -> SeamSteps:
+    """Seams measured on the mosaic alone: the step across every frame footprint's edge.
+
+    Each frame edge is cut into ``segment``-pixel segments (frame pixels). Around each, the mosaic
+    pixels between ``inner`` and ``outer`` pixels from the edge on both sides are fitted robustly
+    (Huber IRLS) with ``a + b*y + c*x + s*[inside]``; the step is ``s``. Segments lying on the
+    mosaic's border (no data outside) are skipped. The RMS of the steps, in units of the mosaic's
+    pixel noise, is the figure: 0 for a seamless mosaic, about ``sqrt(2/n)`` from noise alone.
+
+    Args:
+      mosaic: ``[H, W]`` or ``[H, W, C]`` (NaN = no data). wcs: its celestial WCS.
+      frames: iterable of ``(shape (h, w), frame_wcs)`` or ``(data, frame_wcs)``.
+    """
+    m = np.asarray(mosaic, np.float32)
+    m = m[..., None] if m.ndim == 2 else m
+    H, W, C = m.shape
+    mj = jnp.asarray(m)
+    sig = np.asarray(jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(mj))
+    steps = []
+    for k, (data, fw) in enumerate(frames):
+        fshape = tuple(data) if isinstance(data, tuple) else np.shape(data)[:2]
+        fh, fwd = fshape
+        # the frame's footprint box on the mosaic, grown by ``outer``
+        t = np.linspace(0, 1, 17)
+        ex = np.concatenate([t * fwd, np.full(17, fwd), (1 - t) * fwd, np.zeros(17)]) - 0.5
+        ey = np.concatenate([np.zeros(17), t * fh, np.full(17, fh), (1 - t) * fh]) - 0.5
+        ox, oy = wcs.world_to_pixel_values(*fw.pixel_to_world_values(ex, ey))
+        if not (np.all(np.isfinite(ox)) and np.all(np.isfinite(oy))):
+            continue
+        g = outer + 2
+        box = (max(int(np.floor(oy.min() - g)), 0), max(int(np.floor(ox.min() - g)), 0),
+               min(int(np.ceil(oy.max() + g)) + 1, H), min(int(np.ceil(ox.max() + g)) + 1, W))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        fx, fy, yy, xx = _frame_edge_coords(fw, fshape, wcs, box)
+        # signed distance to each side (positive inside), the nearest side, the position along it
+        d = np.stack([fy + 0.5, fwd - 0.5 - fx, fh - 0.5 - fy, fx + 0.5])  # bottom, right, top, left
+        inside = np.all(d > 0, axis=0)
+        # outside: distance to the side it is beyond; inside: the nearest side
+        side = np.where(inside, np.argmin(d, axis=0), np.argmin(d, axis=0))
+        dist = np.abs(np.take_along_axis(d, side[None], 0)[0])
+        along = np.where(side % 2 == 0, fx, fy)
+        length = np.where(side % 2 == 0, fwd, fh)
+        in_span = (along >= 0) & (along < length)
+        band = (dist >= inner) & (dist <= outer) & in_span
+        seg = np.floor(along / segment).astype(np.int64)
+        sub = m[box[0]:box[2], box[1]:box[3]]
+        for sd in range(4):
+            for s in np.unique(seg[band & (side == sd)]):
+                sel = band & (side == sd) & (seg == s)
+                for c in range(C):
+                    v = sub[..., c][sel]
+                    ok = np.isfinite(v)
+                    ins = inside[sel][ok]
+                    if ins.sum() < min_pixels or (~ins).sum() < min_pixels:
+                        continue
+                    y_, x_ = yy[sel][ok].astype(np.float64), xx[sel][ok].astype(np.float64)
+                    A = np.stack([np.ones_like(y_), y_ - y_.mean(), x_ - x_.mean(), ins.astype(np.float64)], 1)
+                    z, _ = _robust_lstsq(A, v[ok], n_iter=10, lad=False)
+                    steps.append((k, sd, int(s), c, float(z[3])))
+    if not steps:
+        return SeamSteps(float("nan"), float("nan"), 0, [])
+    st = np.array([s[4] for s in steps])
+    ss = np.array([s[4] / max(float(sig[s[3]]), 1e-30) for s in steps])
+    return SeamSteps(float(np.sqrt(np.mean(st ** 2))), float(np.sqrt(np.mean(ss ** 2))), len(steps), steps)

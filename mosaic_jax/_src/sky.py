@@ -1,0 +1,503 @@
+"""Per-frame sky models and gains, solved once over the frame overlap graph.
+
+Frame ``k`` is corrected to ``c_k(x) = g_k * f_k(x) - P_k(x)``: a gain ``g_k`` and a sky polynomial
+``P_k`` of degree ``d`` (``offset`` 0, ``plane`` 1, ``poly2`` 2, ``poly3`` 3) in the frame's own
+*footprint coordinates* ``u = (x - cx_k) / hx_k``, ``v = (y - cy_k) / hy_k``: canvas pixels centred
+on the frame's footprint box and scaled by its half-sides. These are an affine image of the
+frame's own pixel coordinates (exactly so for an affine pixel map, to the TAN distortion across
+one frame otherwise), so they span the same polynomials, and every coefficient is of order one.
+
+Two stages, both vectorised:
+
+1. **Pair statistics** (:func:`pair_statistics`, jitted, over a batch of pairs): on every
+   overlapping pair's good pixels (finite, positive weight, eroded, packed into a list) a robust
+   fit ``f_i = a * f_j + Q(x)`` (``Q`` a polynomial of the pair's degree): IRLS with Tukey
+   weights on the residual, the gain by Deming regression on the polynomial-free parts (noise in
+   both frames), so stars, nebulae and trails do not pull it. The pair reduces to numbers: its
+   gain ``a``, whether the gain is identifiable (correlation of the polynomial-free parts above
+   ``MIN_CORRELATION``: a pure-sky overlap carries no gain information), the weighted pixel count,
+   and the weighted Gram matrix of ``[f_i, f_j, phi_i(x), phi_j(x)]`` (``phi_k``: frame ``k``'s
+   polynomial basis), ``(2 + 2M)^2`` numbers for ``M`` terms.
+2. **Global solve** (:func:`solve_frame_sky`, host, float64, sparse): the gains first, in log space
+   (``log g_j - log g_i = log a_ij``) over the identifiable pairs, robust (Huber IRLS); then, given
+   the gains, every polynomial coefficient at once from the normal equations assembled from the
+   Gram matrices (``P_i - P_j = g_i f_i - g_j f_j`` on every overlap), robust over pairs. Neither
+   stage sees a pixel, so the solve scales to thousands of frames.
+
+**The gauge.** Overlaps fix only relative gains and relative skies. In each connected component
+of the frame graph the reference frame (the one with most good pixels, or ``gauge``) keeps gain 1:
+the mosaic is in its data units. The global polynomial no overlap can see is fixed by zero-mean
+corrections: the solved ``P_k`` have the canvas polynomial of degree ``d`` that best fits all of
+them (over their footprints, weighted by area) removed, so the mosaic's sky is the frames' average
+sky, not one frame's.
+
+**Ill-posed cases** fall back and are logged (``[SKY]``) and listed in ``SkySolution.notes``: a
+pair with no common signal keeps only its sky equations; a frame with no identifiable pair keeps
+gain 1; a frame whose overlaps cannot support the requested degree (the normalised Gram matrix of
+its basis over its overlaps is near singular) gets the highest degree they support.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .photometry import COARSE_SAMPLES, MIN_CORRELATION, _deming, _masked_median
+
+__all__ = ["SKY_MODELS", "n_terms", "poly_basis", "frame_norm", "PairStats", "pair_statistics",
+           "SkySolution", "solve_frame_sky", "apply_frame_sky", "sky_values"]
+
+log = logging.getLogger("mosaic_jax")
+
+SKY_MODELS = {"offset": 0, "plane": 1, "poly2": 2, "poly3": 3}
+MIN_PAIR_WEIGHT = 64.0  # weighted pixels a pair needs to enter the solve
+MIN_BASIS_EIGEN = 1e-4  # smallest eigenvalue of a frame's normalised basis Gram for its degree to hold
+
+
+def n_terms(degree: int) -> int:
+    """Monomials of total degree <= ``degree`` in two variables."""
+    return (degree + 1) * (degree + 2) // 2
+
+
+def _exponents(degree: int) -> list[tuple[int, int]]:
+    """``(p, q)`` of ``u^p v^q``, ordered by total degree: a lower degree is a prefix."""
+    return [(t - q, q) for t in range(degree + 1) for q in range(t + 1)]
+
+
+def poly_basis(u, v, degree: int):
+    """Monomials ``u^p v^q`` (total degree <= ``degree``) of float arrays ``u, v [...]`` ->
+    ``[..., n_terms(degree)]``, same dtype; the first column is 1."""
+    xp = jnp if isinstance(u, jax.Array) or isinstance(v, jax.Array) else np
+    return xp.stack([u ** p * v ** q for p, q in _exponents(degree)], axis=-1)
+
+
+def frame_norm(box) -> np.ndarray:
+    """Footprint box ``(y0, x0, y1, x1)`` (canvas pixels) -> ``(cy, cx, hy, hx)`` float64: the
+    centre and half-sides that map it onto ``[-1, 1]^2``."""
+    y0, x0, y1, x1 = box
+    return np.array([(y0 + y1 - 1) / 2.0, (x0 + x1 - 1) / 2.0, max((y1 - y0) / 2.0, 1.0),
+                     max((x1 - x0) / 2.0, 1.0)])
+
+
+def _uv(y, x, norm):
+    return (x - norm[1]) / norm[3], (y - norm[0]) / norm[2]
+
+
+def sky_values(coeffs, norm, y, x, degree: int):
+    """A frame's sky ``P(y, x)``: ``coeffs [..., M]`` (``M = n_terms(degree)``), ``norm`` its
+    :func:`frame_norm`, canvas coordinates ``y, x [N]`` -> ``[N, ...]``."""
+    u, v = _uv(y, x, norm)
+    B = poly_basis(u, v, degree)
+    return B @ np.moveaxis(np.asarray(coeffs), -1, 0) if not isinstance(B, jax.Array) else \
+        jnp.tensordot(B, jnp.moveaxis(jnp.asarray(coeffs), -1, 0), axes=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pair statistics (device)
+# ----------------------------------------------------------------------------------------------
+
+
+class PairStats(NamedTuple):
+    """Sufficient statistics of a batch of pairs, per channel (``P`` pairs, ``C`` channels,
+    ``M`` terms): ``gain`` ``[P, C]`` (``f_i ~ gain * f_j + Q``), ``identifiable`` bool ``[P, C]``,
+    ``corr`` ``[P, C]``, ``weight`` ``[P, C]`` (weighted pixels), ``centre`` ``[P, C, 2]`` (the
+    medians subtracted from ``f_i`` and ``f_j``), ``gram`` ``[P, C, 2 + 2M, 2 + 2M]`` (weighted
+    Gram matrix of ``[f_i - centre_i, f_j - centre_j, phi_i, phi_j]``), ``scale`` ``[P, C]``
+    (robust sigma of the pair residual)."""
+
+    gain: jax.Array
+    identifiable: jax.Array
+    corr: jax.Array
+    weight: jax.Array
+    centre: jax.Array
+    gram: jax.Array
+    scale: jax.Array
+
+
+def _wls(X, w, Y, ridge=1e-6):
+    """Weighted least squares ``X beta ~ Y`` for ``X [K, m]``, ``Y [K, r]`` -> ``[m, r]``."""
+    Xw = X * w[:, None]
+    A = X.T @ Xw
+    A = A + ridge * jnp.trace(A) / A.shape[0] * jnp.eye(A.shape[0], dtype=A.dtype)
+    return jnp.linalg.solve(A, Xw.T @ Y)
+
+
+def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int):
+    """One pair, one channel. ``a, b [K]`` values of frames i and j, ``m [K]`` bool, ``Bp, Bi, Bj
+    [K, M]`` the pair's and the frames' bases, ``sa, sb`` noise sigmas."""
+    m = m & jnp.isfinite(a) & jnp.isfinite(b)
+    ca, cb = _masked_median(a, m, COARSE_SAMPLES), _masked_median(b, m, COARSE_SAMPLES)
+    ca, cb = jnp.where(jnp.isfinite(ca), ca, 0.0), jnp.where(jnp.isfinite(cb), cb, 0.0)
+    at, bt = jnp.where(m, a - ca, 0.0), jnp.where(m, b - cb, 0.0)
+    w0 = m.astype(jnp.float32)
+    delta = jnp.where((sa > 0) & (sb > 0) & jnp.isfinite(sa) & jnp.isfinite(sb), (sa / jnp.maximum(sb, 1e-30)) ** 2,
+                      1.0)
+    Y = jnp.stack([at, bt], axis=1)
+
+    def fit(w):
+        beta = _wls(Bp, w, Y)
+        ra, rb = at - Bp @ beta[:, 0], bt - Bp @ beta[:, 1]  # polynomial-free parts
+        g, _, corr = _deming(rb, ra, w, delta)
+        g = jnp.where(fit_gain & jnp.isfinite(g) & (g > 0), jnp.clip(g, lo, hi), 1.0)
+        r = (ra - g * rb) / jnp.sqrt((delta + g * g) / (1.0 + delta))  # residual of f_i - g f_j - Q
+        return g, corr, r
+
+    def step(_, w):
+        _, _, r = fit(w)
+        s = 1.4826 * _masked_median(jnp.abs(r), w0 > 0, COARSE_SAMPLES)
+        u = r / jnp.maximum(4.685 * s, 1e-30)
+        return w0 * jnp.where(jnp.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)  # Tukey biweight
+
+    w = lax.fori_loop(0, n_iter, step, w0)
+    g, corr, r = fit(w)
+    s = 1.4826 * _masked_median(jnp.abs(r), w > 0, COARSE_SAMPLES)
+    Z = jnp.concatenate([at[:, None], bt[:, None], Bi, Bj], axis=1)
+    gram = Z.T @ (Z * w[:, None])
+    W = jnp.sum(w)
+    ident = fit_gain & (W >= MIN_PAIR_WEIGHT) & (corr >= MIN_CORRELATION)
+    return (g, ident, jnp.where(jnp.isfinite(corr), corr, 0.0), W, jnp.stack([ca, cb]), gram,
+            jnp.where(jnp.isfinite(s), s, 0.0))
+
+
+@partial(jax.jit, static_argnames=("degree", "pair_degree", "n_iter", "batch"))
+def pair_statistics(A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b, fit_gain, gain_bounds, *,
+                    degree: int, pair_degree: int | None = None, n_iter: int = 6, batch: int = 1) -> PairStats:
+    """Sufficient statistics of a batch of frame pairs (see the module docstring).
+
+    Args:
+      A, B: float32 ``[P, K, C]`` packed good pixels of frames i and j (NaN: padding).
+      mask: bool ``[P, K]``. yx: float32 ``[P, K, 2]`` canvas coordinates of the pixels.
+      norm_i, norm_j, norm_p: float32 ``[P, 4]`` footprint normalisations (:func:`frame_norm`) of
+        frame i, frame j and of the overlap itself (the robust fit's own basis).
+      sig_a, sig_b: float32 ``[P, C]`` pixel noise of the two frames.
+      fit_gain: bool scalar; ``False`` fixes every pair gain to 1. gain_bounds: ``(lo, hi)``.
+      degree: the frames' polynomial degree. pair_degree: the robust fit's (default ``degree``).
+      batch: pairs per step of the map (bounded memory).
+
+    Returns:
+      :class:`PairStats`, deterministic.
+    """
+    pd = degree if pair_degree is None else pair_degree
+    lo, hi = gain_bounds
+
+    def one(args):
+        a, b, m, c, ni, nj, np_, sa, sb = args
+        y, x = c[:, 0], c[:, 1]
+        Bp = poly_basis(*_uv(y, x, np_), pd)
+        Bi = poly_basis(*_uv(y, x, ni), degree)
+        Bj = poly_basis(*_uv(y, x, nj), degree)
+        return jax.vmap(lambda ac, bc, sac, sbc: _pair_channel(ac, bc, m, Bp, Bi, Bj, sac, sbc, fit_gain, lo, hi,
+                                                               n_iter), in_axes=(1, 1, 0, 0))(a, b, sa, sb)
+
+    out = lax.map(one, (A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b),
+                  batch_size=batch if batch > 1 else None)
+    return PairStats(*out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Global solve (host)
+# ----------------------------------------------------------------------------------------------
+
+
+class SkySolution(NamedTuple):
+    """Result of :func:`solve_frame_sky` for ``n`` frames, ``C`` channels, ``M`` terms.
+
+    Attributes:
+      gains: float32 ``[n, C]``. coeffs: float32 ``[n, C, M]``: ``c_k = g_k f_k - P_k``, ``P_k``
+        in frame ``k``'s footprint coordinates (zeros beyond a frame's degree).
+      degrees: int ``[n]`` degree each frame got (-1: in no pair, left as it is).
+      norms: float64 ``[n, 4]`` the frames' footprint normalisations.
+      component: int ``[n]`` connected component (-1: in no pair). anchors: reference frames.
+      pair_rms_before, pair_rms_after: float ``[P, C]`` weighted RMS of ``f_i - f_j`` (before) and
+        of ``c_i - c_j`` (after) over each overlap, in the reference's units.
+      pair_weights: float ``[P, C]`` final robust weight of each pair in the sky solve.
+      notes: the fallbacks taken, one line each.
+    """
+
+    gains: np.ndarray
+    coeffs: np.ndarray
+    degrees: np.ndarray
+    norms: np.ndarray
+    component: np.ndarray
+    anchors: tuple
+    pair_rms_before: np.ndarray
+    pair_rms_after: np.ndarray
+    pair_weights: np.ndarray
+    notes: tuple
+
+
+def _components(n, pairs):
+    from .photometry import _components as comps
+
+    return comps(n, np.asarray(pairs, np.int64).reshape(-1, 2))
+
+
+def _solve_gains(n, pairs, a, info, comp, anchors, huber=2.5, n_iter=8):
+    """Robust log-gain solve over the identifiable pairs (``info``: their weights, 0 = unusable).
+    -> ``log g [n]``; frames outside the identifiable graph get 0."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    use = info > 0
+    lg = np.zeros(n)
+    if not use.any():
+        return lg, np.zeros(n, bool)
+    p, la, w0 = pairs[use], np.log(a[use]), info[use]
+    gcomp = _components(n, p)
+    fixed = np.zeros(n, bool)
+    for k in range(int(gcomp.max()) + 1):
+        members = np.flatnonzero(gcomp == k)
+        hits = [x for x in anchors if x in members]
+        fixed[hits[0] if hits else members[0]] = True
+    fixed |= gcomp < 0
+    free = np.flatnonzero(~fixed)
+    col = -np.ones(n, np.int64)
+    col[free] = np.arange(len(free))
+    rows = np.arange(len(p))
+    w = w0.copy()
+    for _ in range(n_iter):
+        data, rr, cc = [], [], []
+        for side, sgn in ((1, 1.0), (0, -1.0)):
+            ok = col[p[:, side]] >= 0
+            rr.append(rows[ok])
+            cc.append(col[p[ok, side]])
+            data.append(np.full(ok.sum(), sgn))
+        Am = sparse.csr_matrix((np.concatenate(data), (np.concatenate(rr), np.concatenate(cc))),
+                               shape=(len(p), len(free)))
+        if len(free):
+            N = (Am.T @ sparse.diags(w) @ Am).tocsc() + sparse.identity(len(free)) * 1e-12 * w.sum()
+            z = np.atleast_1d(spsolve(N, Am.T @ (w * la)))
+            lg[free] = z
+        r = lg[p[:, 1]] - lg[p[:, 0]] - la
+        s = max(1.4826 * float(np.median(np.abs(r))), 1e-6)
+        u = np.abs(r) / (huber * s)
+        w = w0 * np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
+    return lg, gcomp >= 0
+
+
+def _frame_degrees(n, pairs, gram, weight, degree, members_deg):
+    """Highest degree <= ``degree`` that each frame's overlaps support (from its basis Gram)."""
+    M = n_terms(degree)
+    G = np.zeros((n, M, M))
+    for p, (i, j) in enumerate(pairs):
+        for side, k in ((0, i), (1, j)):
+            G[k] += gram[p, 2 + side * M:2 + (side + 1) * M, 2 + side * M:2 + (side + 1) * M]
+    deg = np.full(n, -1, np.int64)
+    for k in members_deg:
+        for d in range(degree, -1, -1):
+            m = n_terms(d)
+            g = G[k, :m, :m]
+            dia = np.sqrt(np.maximum(np.diag(g), 1e-300))
+            ev = np.linalg.eigvalsh(g / dia[:, None] / dia[None, :]) if m > 1 else np.array([1.0])
+            if np.all(np.isfinite(ev)) and ev.min() >= MIN_BASIS_EIGEN and dia.min() > 0:
+                deg[k] = d
+                break
+        else:
+            deg[k] = 0
+    return deg
+
+
+def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_gains: bool = True,
+                    gauge=None, sky_gauge: str = "mean", norms=None, n_iter: int = 6,
+                    huber: float = 2.5) -> SkySolution:
+    """Every frame's gain and sky polynomial from the pair statistics (see the module docstring).
+
+    Args:
+      n: number of frames. pairs: int ``[P, 2]`` frame indices ``(i, j)``.
+      stats: :class:`PairStats` of those pairs (host or device arrays; ``[P, ...]``).
+      degree: polynomial degree of every frame's sky. noise: ``[n, C]`` pixel noise per frame.
+      fit_gains: solve the gains (else all 1). gauge: preferred reference frame.
+      sky_gauge: ``"mean"`` (zero-mean corrections) or ``"reference"`` (the reference frame's sky
+        is left as it is).
+      norms: ``[n, 4]`` footprint normalisations (needed for ``sky_gauge="mean"``).
+
+    Returns:
+      :class:`SkySolution`. Deterministic.
+    """
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    if sky_gauge not in ("mean", "reference"):
+        raise ValueError(f"sky_gauge must be 'mean' or 'reference', got {sky_gauge!r}")
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    P = len(pairs)
+    st = PairStats(*(np.asarray(x, np.float64) for x in stats))
+    C = st.gain.shape[1] if P else np.asarray(noise).shape[1]
+    M = n_terms(degree)
+    noise = np.asarray(noise, np.float64).reshape(n, -1)
+    notes: list[str] = []
+    gains = np.ones((n, C))
+    coeffs = np.zeros((n, C, M))
+    wout = np.zeros((P, C))
+    rms_b, rms_a = np.zeros((P, C)), np.zeros((P, C))
+    ok_pair = st.weight.min(axis=1) >= MIN_PAIR_WEIGHT if P else np.zeros(0, bool)
+    pairs_ok = pairs[ok_pair]
+    comp = _components(n, pairs_ok) if len(pairs_ok) else np.full(n, -1, np.int64)
+    anchors = []
+    for k in range(int(comp.max()) + 1 if (comp >= 0).any() else 0):
+        members = np.flatnonzero(comp == k)
+        anchors.append(int(gauge) if gauge is not None and gauge in members else int(members[0]))
+    if len(anchors) > 1:
+        notes.append(f"frame graph has {len(anchors)} disconnected groups, each anchored on its own frame {anchors}")
+    for k in np.flatnonzero(comp < 0):
+        notes.append(f"frame {int(k)} overlaps no other frame usefully: left as it is")
+    members_all = np.flatnonzero(comp >= 0)
+    degrees = _frame_degrees(n, pairs_ok, st.gram[ok_pair].sum(axis=1) if P else np.zeros((0, 2 + 2 * M, 2 + 2 * M)),
+                             None, degree, members_all)
+    for k in members_all:
+        if degrees[k] < degree:
+            notes.append(f"frame {int(k)}: its overlaps support sky degree {int(degrees[k])}, not {degree}")
+    norms = np.zeros((n, 4)) if norms is None else np.asarray(norms, np.float64)
+    # unknowns: the free coefficients of every frame (the anchors' skies are the gauge, removed)
+    fixed = np.zeros((n, M), bool)
+    for k in range(n):
+        fixed[k, n_terms(max(int(degrees[k]), 0)):] = True
+        if comp[k] < 0 or k in anchors:
+            fixed[k] = True
+    idx = -np.ones((n, M), np.int64)
+    idx[~fixed] = np.arange(int((~fixed).sum()))
+    nu = int((~fixed).sum())
+    for c in range(C):
+        if fit_gains and P:
+            info = np.where(ok_pair & st.identifiable[:, c].astype(bool) & (st.gain[:, c] > 0),
+                            st.weight[:, c] * np.minimum(st.corr[:, c], 0.999) ** 2
+                            / (1 - np.minimum(st.corr[:, c], 0.999) ** 2), 0.0)
+            lg, in_graph = _solve_gains(n, pairs, np.where(st.gain[:, c] > 0, st.gain[:, c], 1.0), info, comp,
+                                        anchors)
+            gains[:, c] = np.exp(lg)
+            if c == 0:
+                for k in members_all:
+                    if not in_graph[k]:
+                        notes.append(f"frame {int(k)}: no overlap with common signal to fix its gain (pure sky?): "
+                                     f"gain 1")
+        g = gains[:, c]
+        # per pair: theta = t + S p, residual energy theta^T Gram theta
+        blocks = []
+        for q in np.flatnonzero(ok_pair):
+            i, j = pairs[q]
+            Gm = st.gram[q, c]
+            ca, cb = st.centre[q, c]
+            t = np.zeros(2 + 2 * M)
+            t[0], t[1] = g[i], -g[j]
+            t[2] += g[i] * ca - g[j] * cb  # the medians, through the constant term of phi_i
+            blocks.append((q, i, j, Gm, t))
+        sig2 = np.array([(g[i] * noise[i, c]) ** 2 + (g[j] * noise[j, c]) ** 2 for q, i, j, _, _ in blocks])
+        sig2 = np.where(np.isfinite(sig2) & (sig2 > 0), sig2, np.nanmedian(sig2) if np.isfinite(sig2).any() else 1.0)
+        omega = np.ones(len(blocks))
+        p_sol = np.zeros(max(nu, 0))
+        for it in range(n_iter):
+            rr, cc, vv = [], [], []
+            rhs = np.zeros(nu)
+            for (q, i, j, Gm, t), om, s2 in zip(blocks, omega, sig2):
+                wq = om / s2
+                # S maps [p_i, p_j] -> [0, 0, -p_i, +p_j]
+                ids = np.concatenate([idx[i], idx[j]])
+                sgn = np.concatenate([-np.ones(M), np.ones(M)])
+                Gp = Gm[2:, 2:] * sgn[:, None] * sgn[None, :]
+                bp = -(Gm[2:, :] @ t) * sgn
+                keep = ids >= 0
+                ii = ids[keep]
+                rr.append(np.repeat(ii, len(ii)))
+                cc.append(np.tile(ii, len(ii)))
+                vv.append((wq * Gp[np.ix_(keep, keep)]).ravel())
+                np.add.at(rhs, ii, wq * bp[keep])
+            if nu:
+                H = sparse.csc_matrix((np.concatenate(vv), (np.concatenate(rr), np.concatenate(cc))), shape=(nu, nu))
+                H = H + sparse.diags(np.maximum(H.diagonal(), 1e-300) * 1e-10)
+                p_sol = np.atleast_1d(spsolve(H, rhs))
+            full = np.zeros((n, M))
+            full[~fixed] = p_sol
+            res = []
+            for (q, i, j, Gm, t) in blocks:
+                th = t.copy()
+                th[2:2 + M] -= full[i]
+                th[2 + M:] += full[j]
+                W = max(st.weight[q, c], 1e-30)
+                res.append(math.sqrt(max(th @ Gm @ th, 0.0) / W))
+            res = np.asarray(res)
+            if it == n_iter - 1 or not len(res):
+                break
+            z = res / np.sqrt(sig2)
+            s = max(float(np.median(z)), 1e-12)
+            u = z / (huber * s)
+            omega = np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
+        coeffs[:, c] = full
+        for (q, i, j, Gm, t), om, r in zip(blocks, omega, res):
+            wout[q, c] = om
+            rms_a[q, c] = r
+            th = np.zeros(2 + 2 * M)
+            th[0], th[1], th[2] = 1.0, -1.0, st.centre[q, c, 0] - st.centre[q, c, 1]
+            rms_b[q, c] = math.sqrt(max(th @ Gm @ th, 0.0) / max(st.weight[q, c], 1e-30))
+    if sky_gauge == "mean" and nu:
+        coeffs = _zero_mean_gauge(coeffs, degrees, comp, norms)
+    for k in range(n):
+        if comp[k] < 0:
+            gains[k], coeffs[k] = 1.0, 0.0
+    for line in notes:
+        log.warning("[SKY] %s", line)
+    return SkySolution(gains.astype(np.float32), coeffs.astype(np.float32), degrees, norms, comp, tuple(anchors),
+                       rms_b, rms_a, wout, tuple(notes))
+
+
+def _zero_mean_gauge(coeffs, degrees, comp, norms, samples: int = 9):
+    """Remove from every frame's sky the canvas polynomial that best fits all the skies of its
+    component over their footprints (area-weighted): zero-mean corrections."""
+    n, C, M = coeffs.shape
+    out = coeffs.copy()
+    t = np.linspace(-1.0, 1.0, samples)
+    uu, vv = np.meshgrid(t, t)
+    for k in range(int(comp.max()) + 1 if (comp >= 0).any() else 0):
+        members = np.flatnonzero(comp == k)
+        d = int(min(degrees[members].min(), _degree_of(M)))
+        if len(members) < 2 or d < 0:
+            continue
+        ys, xs, wts, vals = [], [], [], []
+        for f in members:
+            cy, cx, hy, hx = norms[f]
+            ys.append(cy + vv.ravel() * hy)
+            xs.append(cx + uu.ravel() * hx)
+            wts.append(np.full(uu.size, hy * hx / uu.size))
+            vals.append(poly_basis(uu.ravel(), vv.ravel(), _degree_of(M)) @ coeffs[f].T)  # [S, C]
+        y, x, w, v = np.concatenate(ys), np.concatenate(xs), np.concatenate(wts), np.concatenate(vals)
+        cy, cx = np.average(y, weights=w), np.average(x, weights=w)
+        hy, hx = max(np.ptp(y) / 2, 1.0), max(np.ptp(x) / 2, 1.0)
+        R = poly_basis((x - cx) / hx, (y - cy) / hy, d)
+        sw = np.sqrt(w)[:, None]
+        r, *_ = np.linalg.lstsq(R * sw, v * sw, rcond=None)  # [m, C]
+        for f in members:
+            fcy, fcx, fhy, fhx = norms[f]
+            Bf = poly_basis(uu.ravel(), vv.ravel(), d)
+            Rf = poly_basis((fcx + uu.ravel() * fhx - cx) / hx, (fcy + vv.ravel() * fhy - cy) / hy, d) @ r  # [S, C]
+            delta, *_ = np.linalg.lstsq(Bf, Rf, rcond=None)  # exact: the same polynomial space
+            out[f, :, :n_terms(d)] -= delta.T
+    return out
+
+
+def _degree_of(M: int) -> int:
+    d = 0
+    while n_terms(d) < M:
+        d += 1
+    return d
+
+
+@partial(jax.jit, static_argnames=("degree",))
+def apply_frame_sky(data, y0, x0, gains, coeffs, norm, *, degree: int):
+    """Corrected frame window ``gains * data - P(y, x)``.
+
+    Args:
+      data: float32 ``[h, w, C]`` the frame reprojected onto canvas rows ``y0..y0+h``, columns
+        ``x0..x0+w`` (NaN = no data, kept NaN). gains: ``[C]``. coeffs: ``[C, M]``. norm: ``[4]``.
+    """
+    h, w, _ = data.shape
+    y = (y0 + jnp.arange(h, dtype=jnp.float32))[:, None] * jnp.ones((1, w), jnp.float32)
+    x = (x0 + jnp.arange(w, dtype=jnp.float32))[None, :] * jnp.ones((h, 1), jnp.float32)
+    u, v = _uv(y, x, norm.astype(jnp.float32))
+    sky = poly_basis(u, v, degree) @ coeffs.astype(jnp.float32).T  # [h, w, C]
+    return jnp.where(jnp.isfinite(data), data * gains.astype(jnp.float32) - sky, jnp.nan)
