@@ -89,7 +89,7 @@ class MosaicConfig:
     overlap: float = 0.4
     reject: str = "winsorized"
     normalize: str = "overlap"
-    sky: str = "plane"
+    sky: str = "poly2"
     fit_gains: bool = True
     kappa: tuple[float, float] = (3.0, 3.0)
     solve: str = "global"

@@ -16,8 +16,8 @@ Two stages, both vectorised:
    both frames), so stars, nebulae and trails do not pull it. The pair reduces to numbers: its
    gain ``a``, whether the gain is identifiable (correlation of the polynomial-free parts above
    ``MIN_CORRELATION``: a pure-sky overlap carries no gain information), the weighted pixel count,
-   and the weighted Gram matrix of ``[f_i, f_j, phi_i(x), phi_j(x)]`` (``phi_k``: frame ``k``'s
-   polynomial basis), ``(2 + 2M)^2`` numbers for ``M`` terms.
+   and the weighted Gram matrix of ``[f_i - a f_j, f_j, phi_i(x), phi_j(x)]`` (``phi_k``: frame
+   ``k``'s polynomial basis), ``(2 + 2M)^2`` numbers for ``M`` terms.
 2. **Global solve** (:func:`solve_frame_sky`, host, float64, sparse): the gains first, in log space
    (``log g_j - log g_i = log a_ij``) over the identifiable pairs, robust (Huber IRLS); then, given
    the gains, every polynomial coefficient at once from the normal equations assembled from the
@@ -108,8 +108,9 @@ class PairStats(NamedTuple):
     """Sufficient statistics of a batch of pairs, per channel (``P`` pairs, ``C`` channels,
     ``M`` terms): ``gain`` ``[P, C]`` (``f_i ~ gain * f_j + Q``), ``identifiable`` bool ``[P, C]``,
     ``corr`` ``[P, C]``, ``weight`` ``[P, C]`` (weighted pixels), ``centre`` ``[P, C, 2]`` (the
-    medians subtracted from ``f_i`` and ``f_j``), ``gram`` ``[P, C, 2 + 2M, 2 + 2M]`` (weighted
-    Gram matrix of ``[f_i - centre_i, f_j - centre_j, phi_i, phi_j]``), ``scale`` ``[P, C]``
+    medians ``c_i, c_j`` subtracted from ``f_i`` and ``f_j``), ``gram`` ``[P, C, 2 + 2M, 2 + 2M]``
+    (weighted Gram matrix of ``[d, f_j - c_j, phi_i, phi_j]`` with ``d = (f_i - c_i) - gain (f_j -
+    c_j)``, in which the common signal cancels), ``scale`` ``[P, C]``
     (robust sigma of the pair residual)."""
 
     gain: jax.Array
@@ -158,7 +159,8 @@ def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int):
     w = lax.fori_loop(0, n_iter, step, w0)
     g, corr, r = fit(w)
     s = 1.4826 * _masked_median(jnp.abs(r), w > 0, COARSE_SAMPLES)
-    Z = jnp.concatenate([at[:, None], bt[:, None], Bi, Bj], axis=1)
+    # f_i - g f_j first: the stars and nebulae cancel in it, so the float32 sums keep the sky's digits
+    Z = jnp.concatenate([(at - g * bt)[:, None], bt[:, None], Bi, Bj], axis=1)
     gram = Z.T @ (Z * w[:, None])
     W = jnp.sum(w)
     ident = fit_gain & (W >= MIN_PAIR_WEIGHT) & (corr >= MIN_CORRELATION)
@@ -385,7 +387,7 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
             Gm = st.gram[q, c]
             ca, cb = st.centre[q, c]
             t = np.zeros(2 + 2 * M)
-            t[0], t[1] = g[i], -g[j]
+            t[0], t[1] = g[i], g[i] * st.gain[q, c] - g[j]  # g_i f_i - g_j f_j on [d, f_j]
             t[2] += g[i] * ca - g[j] * cb  # the medians, through the constant term of phi_i
             blocks.append((q, i, j, Gm, t))
         sig2 = np.array([(g[i] * noise[i, c]) ** 2 + (g[j] * noise[j, c]) ** 2 for q, i, j, _, _ in blocks])
@@ -433,7 +435,7 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
             wout[q, c] = om
             rms_a[q, c] = r
             th = np.zeros(2 + 2 * M)
-            th[0], th[1], th[2] = 1.0, -1.0, st.centre[q, c, 0] - st.centre[q, c, 1]
+            th[0], th[1], th[2] = 1.0, st.gain[q, c] - 1.0, st.centre[q, c, 0] - st.centre[q, c, 1]
             rms_b[q, c] = math.sqrt(max(th @ Gm @ th, 0.0) / max(st.weight[q, c], 1e-30))
     if sky_gauge == "mean" and nu:
         coeffs = _zero_mean_gauge(coeffs, degrees, comp, norms)
