@@ -96,6 +96,18 @@ def montage_available() -> bool:
     return True
 
 
+def _cd_header(wcs: WCS) -> fits.Header:
+    """The WCS as a header with a CD matrix (Montage reads CD or CDELT/CROTA2, not PC + CDELT)."""
+    hdr = wcs.to_header()
+    cd = wcs.wcs.cd if wcs.wcs.has_cd() else wcs.wcs.get_pc() * wcs.wcs.cdelt[:, None]
+    for k in ("PC1_1", "PC1_2", "PC2_1", "PC2_2", "CDELT1", "CDELT2"):
+        hdr.remove(k, ignore_missing=True)
+    for i in range(2):
+        for j in range(2):
+            hdr[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+    return hdr
+
+
 def _check(ret, what):
     if isinstance(ret, dict) and ret.get("status") not in ("0", 0):
         raise RuntimeError(f"Montage {what} failed: {ret}")
@@ -120,7 +132,7 @@ def run_montage(paths):
             for d in (raw, proj, diff, corr):
                 d.mkdir(parents=True)
             for k, (data, info) in enumerate(fr):
-                hdr = info.wcs.to_header()
+                hdr = _cd_header(info.wcs)
                 fits.PrimaryHDU(data[..., c].astype(np.float32), header=hdr).writeto(raw / f"f{k:04d}.fits")
             tbl, ptbl, hdrf = str(root / "raw.tbl"), str(root / "proj.tbl"), str(root / "out.hdr")
             _check(m.mImgtbl(str(raw), tbl), "mImgtbl")

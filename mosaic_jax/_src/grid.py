@@ -114,7 +114,12 @@ def make_grid(frames: list[FrameInfo], *, tile_size_factor: float = 4.0, overlap
     S = int(round(tile_size_factor * float(np.median(sides))))
     S = max(min(S, max(shape)), min(min_tile, max(shape)))
     stride = max(1, int(round(S * (1.0 - overlap))))
-    boxes = tuple(_bbox(frame_footprint(f, wcs), shape) for f in frames)
+    outlines = [frame_footprint(f, wcs) for f in frames]
+    for f, o in zip(frames, outlines):
+        if not np.all(np.isfinite(o)):
+            raise MosaicInputError(f"{f.name}: its footprint does not map onto the common TAN canvas (it lies too far "
+                                   f"from the other frames: frames from distant fields?); build them separately")
+    boxes = tuple(_bbox(o, shape) for o in outlines)
     tiles = []
     for y in tile_starts(shape[0], S, stride):
         for x in tile_starts(shape[1], S, stride):

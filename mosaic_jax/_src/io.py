@@ -60,6 +60,9 @@ class FrameInfo:
       channels: 1 (mono) or 3 (RGB, or Bayer raw once debayered). bayer: the CFA pattern or None.
       wcs: the celestial WCS (2 pixel axes). weight: plan weight (default 1). exposure: seconds
       (``EXPTIME``/``EXPOSURE``; None when absent). alpha_hdu: index of an ``ALPHA`` extension.
+      wcs_source: ``"header"`` (plate-solved), ``"registered"`` (matched by its stars to a solved
+        frame, :mod:`.register`), ``"approximate"`` (from the header's pointing and optics, or
+        registered to such a frame), or ``"none"`` (not yet registered; ``wcs`` is None).
     """
 
     path: str
@@ -71,6 +74,7 @@ class FrameInfo:
     weight: float = 1.0
     exposure: float | None = None
     alpha_hdu: int | None = None
+    wcs_source: str = "header"
 
     @property
     def name(self) -> str:
@@ -188,8 +192,11 @@ def _open(path):
         raise MosaicInputError(f"{path}: not a readable FITS file ({type(e).__name__}: {e})") from None
 
 
-def scan_frame(path, weight: float = 1.0, exposure: float | None = None) -> FrameInfo:
+def scan_frame(path, weight: float = 1.0, exposure: float | None = None, *, allow_unsolved: bool = False) -> FrameInfo:
     """Read a frame's header and check its pixels once.
+
+    With ``allow_unsolved``, a frame without a celestial WCS is returned with ``wcs=None`` and
+    ``wcs_source="none"`` (for :func:`mosaic_jax.register_frames`) instead of being skipped.
 
     Raises:
       MosaicInputError: the file is unreadable or not FITS.
@@ -202,7 +209,13 @@ def scan_frame(path, weight: float = 1.0, exposure: float | None = None) -> Fram
         cube = h["NAXIS"] == 3
         bayer = None if cube else _bayer(h)
         channels = int(h.get("NAXIS3", 1)) if cube else (3 if bayer else 1)
-        wcs = _celestial_wcs(h)
+        source = "header"
+        try:
+            wcs = _celestial_wcs(h)
+        except FrameSkipped:
+            if not allow_unsolved:
+                raise
+            wcs, source = None, "none"
         try:
             data = hdul[i].data
         except Exception as e:
@@ -222,7 +235,7 @@ def scan_frame(path, weight: float = 1.0, exposure: float | None = None) -> Fram
                     exposure = float(e)
                     break
         alpha = next((k for k, x in enumerate(hdul) if (x.name or "").upper() == "ALPHA"), None)
-    return FrameInfo(str(path), i, shape, channels, bayer, wcs, float(weight), exposure, alpha)
+    return FrameInfo(str(path), i, shape, channels, bayer, wcs, float(weight), exposure, alpha, source)
 
 
 @partial(jax.jit, static_argnames=("pattern",))

@@ -194,19 +194,29 @@ class _TileStore:
 
 
 def _scan(inputs, report) -> list[FrameInfo]:
-    frames, channels = [], set()
+    """Scan every input; register the frames without a WCS (:mod:`.register`); list what is used
+    and what is skipped (with the reason) in the report."""
+    from .register import register_frames
+
+    scanned, channels = [], set()
     for path, w, e in find_inputs(inputs):
         try:
-            info = scan_frame(path, w, e)
+            scanned.append(scan_frame(path, w, e, allow_unsolved=True))
         except FrameSkipped as why:
             log.warning("[GRID] skipping %s: %s", path, why)
             report["inputs_skipped"].append({"path": str(path), "reason": str(why)})
-            continue
-        frames.append(info)
+    if any(f.wcs is None for f in scanned):
+        frames, skipped = register_frames(scanned)
+        for f, why in skipped:
+            report["inputs_skipped"].append({"path": f.path, "reason": why})
+    else:
+        frames = scanned
+    for info in frames:
         channels.add(info.channels)
-        report["inputs_used"].append({"path": str(path), "shape": list(info.shape), "channels": info.channels,
+        report["inputs_used"].append({"path": info.path, "shape": list(info.shape), "channels": info.channels,
                                       "bayer": info.bayer, "weight": info.weight, "exposure": info.exposure,
-                                      "alpha": info.alpha_hdu is not None})
+                                      "alpha": info.alpha_hdu is not None, "wcs": info.wcs_source})
+    report["calibration"] = "approximate" if any(f.wcs_source == "approximate" for f in frames) else "plate-solved"
     if not frames:
         raise MosaicInputError(f"no usable frames among {len(report['inputs_skipped'])} input(s): "
                                + "; ".join(f"{Path(s['path']).name}: {s['reason']}" for s in report["inputs_skipped"]))
@@ -730,6 +740,8 @@ def write_outputs(result: MosaicResult, out_dir) -> dict:
     hdr = result.wcs.to_header()
     hdr["BUNIT"] = ("ADU", "reference-tile units")
     hdr["CREATOR"] = "mosaic_jax"
+    if result.report.get("calibration") == "approximate":
+        hdr["WCSAPPRX"] = (True, "WCS approximate: from a header pointing, no plate solve")
     prim = fits.PrimaryHDU(data.astype(np.float32), header=hdr)
     wh = fits.ImageHDU(result.weight.astype(np.float32), header=result.wcs.to_header(), name="WEIGHT")
     paths = {"fits": out / "mosaic.fits", "preview": out / "preview.png", "report": out / "report.json"}
