@@ -47,7 +47,7 @@ from .photometry import (
     solve_tile_photometry,
 )
 from .reproject import BACKENDS, reproject_frame
-from .sky import SKY_MODELS, apply_frame_sky, frame_norm, pair_statistics, solve_frame_sky
+from .sky import SKY_MODELS, apply_frame_sky, frame_norm, n_terms, pair_statistics, select_sky_degree, solve_frame_sky
 from .stack import REJECT, stack_frames
 
 __all__ = ["MosaicConfig", "MosaicResult", "build_mosaic", "write_outputs", "stretch_preview", "SOLVES"]
@@ -71,7 +71,8 @@ class MosaicConfig:
       normalize: per-frame normalisation, ``"overlap"`` (robust fits on every overlapping pair of
         frames, solved once over the whole frame graph) or ``"none"``.
       sky: each frame's sky model, ``"offset"``, ``"plane"``, ``"poly2"`` or ``"poly3"`` (a
-        polynomial of that degree in the frame's footprint coordinates; see :mod:`mosaic_jax.sky`).
+        polynomial of that degree in the frame's footprint coordinates; see :mod:`.sky`), or
+        ``"auto"`` (default: the degree up to 2 the overlaps support, by BIC).
       fit_gains: solve a gain per frame and channel too (else only the skies).
       solve: ``"global"`` (robust least squares over the overlap graph) or ``"reference"`` (each
         tile scaled to the reference tile where they overlap; others untouched).
@@ -89,7 +90,7 @@ class MosaicConfig:
     overlap: float = 0.4
     reject: str = "winsorized"
     normalize: str = "overlap"
-    sky: str = "poly2"
+    sky: str = "auto"
     fit_gains: bool = True
     kappa: tuple[float, float] = (3.0, 3.0)
     solve: str = "global"
@@ -347,13 +348,13 @@ def _frame_pairs(windows, store, masks):
     return np.asarray([v[0] for v in items], np.int64), A, B, M, YX, boxes
 
 
-def _normalise_frames(frames, grid, windows, store, cfg, C, noise):
+def _normalise_frames(footprints, windows, store, cfg, C, noise, gauge=None):
     """Per-frame gains and sky polynomials, once for the whole mosaic (:mod:`.sky`): robust fits
     on every overlapping pair of frames reduced to sufficient statistics, one global solve over
     the frame graph (gauge: the frame with most good pixels keeps gain 1; zero-mean skies). The
     stored frame windows are replaced by their corrected versions. Returns the solution (None for
     ``normalize="none"`` or a single frame) and the number of pairs."""
-    n = len(frames)
+    n = len(footprints)
     degree = SKY_MODELS[cfg.sky]
     if cfg.normalize == "none" or len(windows) < 2:
         return None, 0
@@ -361,7 +362,7 @@ def _normalise_frames(frames, grid, windows, store, cfg, C, noise):
     pairs, A, B, M, YX, boxes = _frame_pairs(windows, store, masks)
     if not len(pairs):
         return None, 0
-    norms = np.stack([frame_norm(grid.footprints[k]) for k in range(n)])
+    norms = np.stack([frame_norm(footprints[k]) for k in range(n)])
     P = A.shape[0]
     pad = lambda x, fill: np.concatenate([x, np.full((P - len(x),) + x.shape[1:], fill, x.dtype)])
     ni, nj = pad(norms[pairs[:, 0]].astype(np.float32), 1.0), pad(norms[pairs[:, 1]].astype(np.float32), 1.0)
@@ -375,9 +376,13 @@ def _normalise_frames(frames, grid, windows, store, cfg, C, noise):
                          (jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])),
                          degree=degree, batch=max(1, (1 << 17) // K))
     st = type(st)(*(np.asarray(x)[:len(pairs)] for x in st))
-    gauge = max(windows, key=lambda k: int(masks[k].sum()))
-    sol = solve_frame_sky(n, pairs, st, degree=degree, noise=np.nan_to_num(noise, nan=1.0), fit_gains=cfg.fit_gains,
-                          gauge=gauge, norms=norms)
+    gauge = max(windows, key=lambda k: int(masks[k].sum())) if gauge is None else gauge
+    kw = dict(noise=np.nan_to_num(noise, nan=1.0), fit_gains=cfg.fit_gains, gauge=gauge, norms=norms)
+    if cfg.sky == "auto":
+        degree, sol, scores = select_sky_degree(n, pairs, st, max_degree=degree, **kw)
+        log.info("[SKY] auto: degree %d (BIC %s)", degree, {d: round(v, 1) for d, v in scores.items()})
+    else:
+        sol = solve_frame_sky(n, pairs, st, degree=degree, **kw)
     for k in windows:
         d, w = store.get(("f", k))
         y0, x0 = windows[k][:2]
@@ -579,7 +584,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
         noise = np.full((len(frames), C), np.nan, np.float32)
         for k in windows:
             noise[k] = np.asarray(_frame_noise(jnp.asarray(store.get(("f", k))[0])))
-        sky, n_frame_pairs = _normalise_frames(frames, grid, windows, store, cfg, C, noise)
+        sky, n_frame_pairs = _normalise_frames(grid.footprints, windows, store, cfg, C, noise)
         fgain = np.ones((len(frames), C), np.float32) if sky is None else sky.gains
         sig = np.nanmean(noise * fgain, axis=1)  # noise after normalisation
         good = np.isfinite(sig) & (sig > 0)
@@ -677,7 +682,8 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
 
 
 def _sky_report(cfg, sky) -> dict:
-    rep = {"model": cfg.sky, "degree": SKY_MODELS[cfg.sky], "fit_gains": bool(cfg.fit_gains),
+    deg = SKY_MODELS[cfg.sky] if sky is None else int(round((math.sqrt(8 * sky.coeffs.shape[-1] + 1) - 3) / 2))
+    rep = {"model": cfg.sky, "degree": deg, "fit_gains": bool(cfg.fit_gains),
            "coordinates": "frame footprint: u = (x - cx) / hx, v = (y - cy) / hy on the canvas; c = g f - P(u, v)"}
     if sky is None:
         return rep

@@ -52,11 +52,11 @@ from jax import lax
 from .photometry import COARSE_SAMPLES, MIN_CORRELATION, _deming, _masked_median
 
 __all__ = ["SKY_MODELS", "n_terms", "poly_basis", "frame_norm", "PairStats", "pair_statistics",
-           "SkySolution", "solve_frame_sky", "apply_frame_sky", "sky_values"]
+           "SkySolution", "solve_frame_sky", "select_sky_degree", "apply_frame_sky", "sky_values"]
 
 log = logging.getLogger("mosaic_jax")
 
-SKY_MODELS = {"offset": 0, "plane": 1, "poly2": 2, "poly3": 3}
+SKY_MODELS = {"offset": 0, "plane": 1, "poly2": 2, "poly3": 3, "auto": 2}  # auto: the data choose, up to 2
 MIN_PAIR_WEIGHT = 64.0  # weighted pixels a pair needs to enter the solve
 MIN_BASIS_EIGEN = 1e-4  # smallest eigenvalue of a frame's normalised basis Gram for its degree to hold
 
@@ -446,6 +446,42 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
         log.warning("[SKY] %s", line)
     return SkySolution(gains.astype(np.float32), coeffs.astype(np.float32), degrees, norms, comp, tuple(anchors),
                        rms_b, rms_a, wout, tuple(notes))
+
+
+def _sub_stats(st: PairStats, degree: int, sub: int) -> PairStats:
+    """The statistics of a lower degree: the Gram's rows of the prefix bases (a lower degree's
+    monomials are a prefix of a higher one's)."""
+    M, m = n_terms(degree), n_terms(sub)
+    idx = np.r_[0, 1, 2:2 + m, 2 + M:2 + M + m]
+    g = np.asarray(st.gram)
+    return st._replace(gram=g[:, :, idx][:, :, :, idx])
+
+
+def select_sky_degree(n: int, pairs, stats: PairStats, *, max_degree: int, **kw) -> tuple[int, SkySolution, dict]:
+    """The sky degree the overlaps support, by the Bayesian information criterion.
+
+    Solves every degree ``0..max_degree`` from the same statistics and scores each by
+    ``E_d + k_d ln N``: ``E_d`` the pairs' residual energy in units of each pair's residual
+    variance (its robust scale), ``k_d`` the number of sky coefficients, ``N`` the weighted
+    overlap pixels. A degree is taken only where it removes more than noise would: on frames whose
+    skies are flat, higher degrees only add noise to the frames' interiors.
+
+    Returns:
+      ``(degree, solution, scores)`` (``scores``: degree -> BIC).
+    """
+    st = PairStats(*(np.asarray(x, np.float64) for x in stats))
+    scores, sols = {}, {}
+    for d in range(max_degree + 1):
+        sd = _sub_stats(st, max_degree, d)
+        sol = solve_frame_sky(n, pairs, sd, degree=d, **kw)
+        scale2 = np.maximum(st.scale, 1e-12) ** 2
+        E = float(np.sum(st.weight * sol.pair_rms_after ** 2 / scale2))
+        used = int(np.sum(sol.component >= 0))
+        N = max(float(np.sum(st.weight)), 2.0)
+        scores[d] = E + used * st.gain.shape[1] * n_terms(d) * math.log(N)
+        sols[d] = sol
+    best = min(scores, key=lambda d: (scores[d], d))
+    return best, sols[best], scores
 
 
 def _zero_mean_gauge(coeffs, degrees, comp, norms, samples: int = 9):
