@@ -23,50 +23,21 @@ import dataclasses
 import importlib
 import json
 import logging
-import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 import mosaic_jax as mj
-from mosaic_jax.quality import block_medians, seam_metric
+from experiments import anchors
+from mosaic_jax.quality import block_medians, seam_metric, seam_steps
 
 ASTRO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "astro"
 
 
-class PeakRSS:
-    """Peak resident memory above the starting level while the block runs (samples /proc, Linux;
-    elsewhere the process's lifetime peak from getrusage)."""
-
-    def __enter__(self):
-        self.base = self.peak = self._rss()
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-        return self
-
-    def _rss(self):
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-        except OSError:
-            from mosaic_jax._src.pipeline import peak_rss_mb
-
-            return peak_rss_mb()
-
-    def _run(self):
-        while not self.stop.wait(0.02):
-            self.peak = max(self.peak, self._rss())
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.t.join()
-        self.peak = max(self.peak, self._rss())
-        self.mb = self.peak - self.base
+PeakRSS = anchors.PeakRSS
 
 
 def run_pipeline(inputs, cfg):
@@ -172,7 +143,7 @@ def truth_metrics(mosaic, wcs, grid, truth_dir, ideal=None) -> dict:
             "channel_ratio_spread_pct_max": float(max(out["channel_ratio_spread_pct"], default=0.0))}
 
 
-def bench(name, inputs, cfg, truth_dir=None) -> dict:
+def bench(name, inputs, cfg, truth_dir=None, anchor_tools=("reproject",)) -> dict:
     paths = [p for p, _, _ in mj.find_inputs(inputs)]
     res, t_ours, mem_ours = run_pipeline(inputs, cfg)  # first call: tracing + compiling included
     _, t_steady, _ = run_pipeline(inputs, cfg)  # steady state: every function already compiled
@@ -184,6 +155,12 @@ def bench(name, inputs, cfg, truth_dir=None) -> dict:
            "reproject_and_coadd_s": t_ref, "time_ratio": t_ours / t_ref, "time_ratio_steady": t_steady / t_ref, "seam_ours": sm_ours.rms, "seam_ours_sigma": sm_ours.rms_sigma,
            "seam_rac": sm_ref.rms, "seam_rac_sigma": sm_ref.rms_sigma, "mem_ours_mb": mem_ours,
            "mem_rac_mb": mem_ref, "stage_s": res.report["timings_s"]}
+    edges = [(d.shape[:2], w) for d, w in frames]  # the solved frames' edges, for every tool
+    row["seam_steps_ours_sigma"] = seam_steps(res.mosaic, res.wcs, edges).rms_sigma
+    row["seam_steps_rac_sigma"] = seam_steps(ref, res.wcs, edges).rms_sigma
+    if "montage" in anchor_tools:
+        mos, mw, t_m, mem_m = anchors.run_montage(paths)
+        row.update(montage_s=t_m, mem_montage_mb=mem_m, seam_steps_montage_sigma=seam_steps(mos, mw, edges).rms_sigma)
     if truth_dir is not None:
         ideal = ideal_mosaic(truth_dir, cfg, res.grid.shape)
         row["truth_ours"] = truth_metrics(res.mosaic, res.wcs, res.grid, truth_dir, ideal)
@@ -219,6 +196,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tile-size-factor", type=float, default=None)
     ap.add_argument("--grid", default="4x4", help="simulated pointings (default 4x4)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--anchors", default="reproject", help="anchor tools: reproject[,montage] (MontagePy)")
     ap.add_argument("--no-compile-cache", action="store_true",
                     help="do not use the persistent compilation cache that `python -m mosaic_jax build` uses")
     args = ap.parse_args(argv)
@@ -230,6 +208,10 @@ def main(argv=None) -> int:
     if not args.no_compile_cache:
         _enable_compilation_cache()
 
+    tools = tuple(t for t in args.anchors.split(",") if t)
+    if "montage" in tools and not anchors.montage_available():
+        print("MontagePy is not installed: Montage left out", file=sys.stderr)
+        tools = tuple(t for t in tools if t != "montage")
     kw = {} if args.tile_size_factor is None else {"tile_size_factor": args.tile_size_factor}
     cfg = mj.MosaicConfig(quality=False, **kw)
     rows = []
@@ -240,16 +222,16 @@ def main(argv=None) -> int:
                 return 2
             d2 = Path(tmp) / "2mass"
             cut_2mass(d2)
-            rows.append(bench("2mass_jhk_3x3", [str(d2)], cfg))
-            rows.append(bench("seestar_ngc7023", [str(ASTRO / "seestar_ngc7023")], cfg))
+            rows.append(bench("2mass_jhk_3x3", [str(d2)], cfg, anchor_tools=tools))
+            rows.append(bench("seestar_ngc7023", [str(ASTRO / "seestar_ngc7023")], cfg, anchor_tools=tools))
         elif args.inputs:
-            rows.append(bench("inputs", args.inputs, cfg))
+            rows.append(bench("inputs", args.inputs, cfg, anchor_tools=tools))
         else:
             gy, gx = (int(v) for v in args.grid.lower().split("x"))
             mosaic_jax.simulate.simulate_dataset(tmp, grid=(gy, gx), frame_shape=(160, 200), rgb=True, seed=1)
             if args.tile_size_factor is None:
                 cfg = mj.MosaicConfig(quality=False, tile_size_factor=1.5)
-            rows.append(bench(f"simulated_rgb_{gy}x{gx}", [tmp], cfg, truth_dir=tmp))
+            rows.append(bench(f"simulated_rgb_{gy}x{gx}", [tmp], cfg, truth_dir=tmp, anchor_tools=tools))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -260,6 +242,9 @@ def main(argv=None) -> int:
               f"({r['time_ratio_steady']:.2f} steady)")
         print(f"  seam metric: ours {r['seam_ours']:.4g} ({r['seam_ours_sigma']:.3f} sigma), reproject_and_coadd "
               f"{r['seam_rac']:.4g} ({r['seam_rac_sigma']:.3f} sigma)")
+        print(f"  seam steps (noise units): ours {r['seam_steps_ours_sigma']:.3f}, reproject_and_coadd "
+              f"{r['seam_steps_rac_sigma']:.3f}" + (f", Montage {r['seam_steps_montage_sigma']:.3f} "
+                                                    f"({r['montage_s']:.2f} s)" if "montage_s" in r else ""))
         print(f"  peak memory above start: ours {r['mem_ours_mb']:.0f} MiB, reproject_and_coadd {r['mem_rac_mb']:.0f} MiB")
         print("  stages: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_s"].items()))
         for who, what in (("ours", "ours vs ideal mosaic"), ("rac", "reproject_and_coadd vs ideal mosaic"),

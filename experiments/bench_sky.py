@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     if not (ASTRO / "gc_2mass").is_dir():
         print(f"no data in {ASTRO}: nothing to do", file=sys.stderr)
         return 0
-    for bi, band in enumerate(args.bands.split(",")):
+    for bi, band in enumerate(b for b in args.bands.split(",") if b):
         with fits.open(ASTRO / "gc_2mass" / f"gc_2mass_{band}.fits") as h:
             img, wcs = np.asarray(h[0].data, np.float32), WCS(h[0].header).celestial
         for li, lay in enumerate(args.layouts.split(",")):

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--tile-size-factor", type=float, default=None, help="tile side / median frame side (4.0)")
     b.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (0.4)")
     b.add_argument("--reject", choices=("winsorized", "kappa", "none"), default="winsorized")
+    b.add_argument("--sky", choices=("auto", "offset", "plane", "poly2", "poly3"), default="auto",
+                   help="per-frame sky model (auto: the degree up to 2 the overlaps support)")
+    b.add_argument("--no-gains", action="store_true", help="fit the frames' skies only, not their gains")
     b.add_argument("--solve", choices=("global", "reference"), default="global")
     b.add_argument("--two-pass", action="store_true", help="refit tiles to the first mosaic, assemble again")
     b.add_argument("--backend", choices=("jax", "reproject"), default="jax")
@@ -65,6 +68,15 @@ def _summary(rep: dict) -> str:
         lines.append(f"  skipped {Path(s['path']).name}: {s['reason']}")
     lines.append(f"canvas {g.get('canvas_shape')} px, {g.get('n_tiles')} tiles of {g.get('tile_size')} px "
                  f"(stride {g.get('stride')}), {rep.get('channels')} channel(s)")
+    sk = rep.get("sky", {})
+    if sk:
+        lines.append(f"frame skies: {sk.get('model')} (degree {sk.get('degree')}), gains {'on' if sk.get('fit_gains') else 'off'}"
+                     + (f", overlap rms {sk['frame_pair_rms_before']:.4g} -> {sk['frame_pair_rms_after']:.4g}"
+                        if "frame_pair_rms_before" in sk else ""))
+        for f in sk.get("fallbacks", []):
+            lines.append(f"  fallback: {f}")
+    if rep.get("calibration") == "approximate":
+        lines.append("WCS approximate: no frame was plate-solved (pointing and optics from the header)")
     pr = rep.get("pair_residual_summary", {})
     if pr.get("pairs"):
         lines.append(f"tile overlaps: {pr['pairs']} pairs, median |difference| {pr['median_abs_diff_before_sigma']:.3g}"
@@ -116,7 +128,7 @@ def main(argv=None) -> int:
 
         kw = {k: v for k, v in (("tile_size_factor", args.tile_size_factor), ("overlap", args.overlap)) if v is not None}
         cfg = mj.MosaicConfig(reject=args.reject, solve=args.solve, two_pass=args.two_pass, backend=args.backend,
-                              quality=not args.no_quality, **kw)
+                              quality=not args.no_quality, sky=args.sky, fit_gains=not args.no_gains, **kw)
         inputs = args.inputs
         with tempfile.TemporaryDirectory(prefix="mosaic_jax_demo_") as tmp:
             if not inputs:

@@ -10,7 +10,6 @@ A reproject user switches by changing one import::
 from __future__ import annotations
 
 import logging
-import math
 
 import jax.numpy as jnp
 import numpy as np

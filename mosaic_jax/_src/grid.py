@@ -88,6 +88,18 @@ def _bbox(outline: np.ndarray, shape) -> tuple[int, int, int, int]:
     return y0, x0, y1, x1
 
 
+def _farthest(frames) -> str:
+    """Name of the frame whose centre lies farthest from the frames' mean direction."""
+    vecs = []
+    for f in frames:
+        ra, dec = (float(v) for v in f.wcs.pixel_to_world_values((f.shape[1] - 1) / 2, (f.shape[0] - 1) / 2))
+        ra, dec = math.radians(ra), math.radians(dec)
+        vecs.append((math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec)))
+    v = np.asarray(vecs)
+    mean = v.mean(axis=0)
+    return frames[int(np.argmin(v @ mean))].name
+
+
 def make_grid(frames: list[FrameInfo], *, tile_size_factor: float = 4.0, overlap: float = 0.4,
               min_tile: int = 64) -> Grid:
     """Global WCS + canvas (``reproject.mosaicking.find_optimal_celestial_wcs``: distortion-free TAN,
@@ -103,7 +115,11 @@ def make_grid(frames: list[FrameInfo], *, tile_size_factor: float = 4.0, overlap
         raise ValueError(f"tile_size_factor must be a positive number, got {tile_size_factor}")
     if not (0 <= overlap < 0.9):
         raise ValueError(f"overlap must lie in [0, 0.9), got {overlap}")
-    wcs, shape = find_optimal_celestial_wcs([(f.shape, f.wcs) for f in frames], projection="TAN")
+    try:
+        wcs, shape = find_optimal_celestial_wcs([(f.shape, f.wcs) for f in frames], projection="TAN")
+    except ValueError as e:  # reproject: "cannot convert float NaN to integer" for far-apart frames
+        raise MosaicInputError(f"the frames do not fit on one TAN canvas ({e}); the farthest from the others is "
+                               f"{_farthest(frames)} (frames from distant fields?): build them separately") from None
     shape = (int(shape[0]), int(shape[1]))
     if shape[0] * shape[1] > MAX_CANVAS_PIXELS:
         raise MosaicInputError(f"the frames span a canvas of {shape[0]} x {shape[1]} pixels: they do not form one "

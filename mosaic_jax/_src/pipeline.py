@@ -47,7 +47,7 @@ from .photometry import (
     solve_tile_photometry,
 )
 from .reproject import BACKENDS, reproject_frame
-from .sky import SKY_MODELS, apply_frame_sky, frame_norm, n_terms, pair_statistics, select_sky_degree, solve_frame_sky
+from .sky import SKY_MODELS, apply_frame_sky, frame_norm, pair_statistics, select_sky_degree, solve_frame_sky
 from .stack import REJECT, stack_frames
 
 __all__ = ["MosaicConfig", "MosaicResult", "build_mosaic", "write_outputs", "stretch_preview", "SOLVES"]
@@ -586,7 +586,9 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
             noise[k] = np.asarray(_frame_noise(jnp.asarray(store.get(("f", k))[0])))
         sky, n_frame_pairs = _normalise_frames(grid.footprints, windows, store, cfg, C, noise)
         fgain = np.ones((len(frames), C), np.float32) if sky is None else sky.gains
-        sig = np.nanmean(noise * fgain, axis=1)  # noise after normalisation
+        with warnings.catch_warnings():  # frames with no pixel on the grid have no noise: NaN, weight 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sig = np.nanmean(noise * fgain, axis=1)  # noise after normalisation
         good = np.isfinite(sig) & (sig > 0)
         fweight = np.where(good, 1.0 / np.where(good, sig, 1.0) ** 2, 0.0)
         fweight = (fweight / fweight[good].mean()).astype(np.float32) if good.any() else np.ones(len(frames), np.float32)
@@ -747,7 +749,7 @@ def write_outputs(result: MosaicResult, out_dir) -> dict:
     hdr["BUNIT"] = ("ADU", "reference-tile units")
     hdr["CREATOR"] = "mosaic_jax"
     if result.report.get("calibration") == "approximate":
-        hdr["WCSAPPRX"] = (True, "WCS approximate: from a header pointing, no plate solve")
+        hdr["WCSAPPRX"] = (True, "approximate WCS: header pointing, no solve")
     prim = fits.PrimaryHDU(data.astype(np.float32), header=hdr)
     wh = fits.ImageHDU(result.weight.astype(np.float32), header=result.wcs.to_header(), name="WEIGHT")
     paths = {"fits": out / "mosaic.fits", "preview": out / "preview.png", "report": out / "report.json"}

@@ -71,6 +71,11 @@ def seam_metric(mosaic, wcs: WCS, frames, *, block: int = 32, erode: int = 8, mi
     seams do not pull the fit) and take the RMS of the residuals. Channels are fitted separately
     and pooled.
 
+    **Bias.** It takes every raw frame as the truth up to an affine map, so a tool that removes
+    per-frame sky gradients scores *worse*: on 2MASS K cut into 3x3 frames with injected planes,
+    Montage scored 3.20 against 2.31 for ours and 2.39 for reproject while its true error was 26x
+    smaller (issue 15). Judge skies with :func:`truth_error` (a known truth) or :func:`seam_steps`.
+
     Args:
       mosaic: ``[H, W]`` or ``[H, W, C]`` (NaN = no data). wcs: its celestial WCS.
       frames: iterable of ``(data [h, w(, C)], frame_wcs)``.
