@@ -320,3 +320,38 @@ def test_distant_field_error_names_the_file(tmp_path):
                         header=sky_wcs(c, (32, 32)).to_header()).writeto(tmp_path / f"field{k}.fits")
     with pytest.raises(mj.MosaicInputError, match="field"):
         mj.build_mosaic([tmp_path], mj.MosaicConfig(quality=False), progress=False)
+
+
+def test_solve_stays_exact_far_from_the_reference():
+    # exact pair statistics of a 12 x 12 grid of frames (skies only): the solve must reproduce every
+    # pair's sky difference however many overlaps separate a frame from the reference
+    from mosaic_jax._src.sky import PairStats
+
+    rng = np.random.default_rng(0)
+    R, F, stride, deg = 12, 100, 70, 2
+    M = n_terms(deg)
+    boxes = [(r * stride, c * stride, r * stride + F, c * stride + F) for r in range(R) for c in range(R)]
+    norms = np.stack([frame_norm(b) for b in boxes])
+    coef = rng.normal(0, 5, (len(boxes), M))
+    pairs, grams, W = [], [], []
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            y0, x0, y1, x1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+            if y1 <= y0 or x1 <= x0:
+                continue
+            yy, xx = np.mgrid[y0:y1:3, x0:x1:3]
+            y, x = yy.ravel().astype(float), xx.ravel().astype(float)
+            Bi = poly_basis((x - norms[i, 1]) / norms[i, 3], (y - norms[i, 0]) / norms[i, 2], deg)
+            Bj = poly_basis((x - norms[j, 1]) / norms[j, 3], (y - norms[j, 0]) / norms[j, 2], deg)
+            Z = np.concatenate([(Bi @ coef[i] - Bj @ coef[j])[:, None], rng.normal(0, 1, (len(x), 1)), Bi, Bj], 1)
+            pairs.append((i, j))
+            grams.append((Z.T @ Z)[None])
+            W.append(len(x))
+    P = len(pairs)
+    st = PairStats(np.ones((P, 1)), np.zeros((P, 1), bool), np.zeros((P, 1)), np.asarray(W, float)[:, None],
+                   np.zeros((P, 1, 2)), np.stack(grams), np.ones((P, 1)))
+    sol = mj.solve_frame_sky(len(boxes), pairs, st, degree=deg, noise=np.ones((len(boxes), 1)), fit_gains=False,
+                             gauge=0, sky_gauge="reference", norms=norms)
+    assert sol.pair_rms_after.max() < 1e-3 * np.abs(coef).max()
+    np.testing.assert_allclose(sol.coeffs[0, 0], 0.0, atol=1e-4)  # the reference keeps its sky

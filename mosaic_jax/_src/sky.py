@@ -284,13 +284,13 @@ def _solve_gains(n, pairs, a, info, comp, anchors, huber=2.5, n_iter=8):
     return lg, gcomp >= 0
 
 
-def _frame_degrees(n, pairs, gram, weight, degree, members_deg):
+def _frame_degrees(n, pairs, gram, degree, members_deg):
     """Highest degree <= ``degree`` that each frame's overlaps support (from its basis Gram)."""
     M = n_terms(degree)
     G = np.zeros((n, M, M))
-    for p, (i, j) in enumerate(pairs):
-        for side, k in ((0, i), (1, j)):
-            G[k] += gram[p, 2 + side * M:2 + (side + 1) * M, 2 + side * M:2 + (side + 1) * M]
+    if len(pairs):
+        np.add.at(G, pairs[:, 0], gram[:, 2:2 + M, 2:2 + M])
+        np.add.at(G, pairs[:, 1], gram[:, 2 + M:, 2 + M:])
     deg = np.full(n, -1, np.int64)
     for k in members_deg:
         for d in range(degree, -1, -1):
@@ -352,16 +352,18 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
         notes.append(f"frame {int(k)} overlaps no other frame usefully: left as it is")
     members_all = np.flatnonzero(comp >= 0)
     degrees = _frame_degrees(n, pairs_ok, st.gram[ok_pair].sum(axis=1) if P else np.zeros((0, 2 + 2 * M, 2 + 2 * M)),
-                             None, degree, members_all)
+                             degree, members_all)
     for k in members_all:
         if degrees[k] < degree:
             notes.append(f"frame {int(k)}: its overlaps support sky degree {int(degrees[k])}, not {degree}")
     norms = np.zeros((n, 4)) if norms is None else np.asarray(norms, np.float64)
-    # unknowns: the free coefficients of every frame (the anchors' skies are the gauge, removed)
+    # unknowns: every coefficient within each frame's degree. The global polynomial no overlap sees
+    # is held by a faint ridge (the minimum-norm solution: well conditioned however far a frame is
+    # from the reference), then set exactly by the gauge below.
     fixed = np.zeros((n, M), bool)
     for k in range(n):
         fixed[k, n_terms(max(int(degrees[k]), 0)):] = True
-        if comp[k] < 0 or k in anchors:
+        if comp[k] < 0:
             fixed[k] = True
     idx = -np.ones((n, M), np.int64)
     idx[~fixed] = np.arange(int((~fixed).sum()))
@@ -380,65 +382,54 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
                         notes.append(f"frame {int(k)}: no overlap with common signal to fix its gain (pure sky?): "
                                      f"gain 1")
         g = gains[:, c]
-        # per pair: theta = t + S p, residual energy theta^T Gram theta
-        blocks = []
-        for q in np.flatnonzero(ok_pair):
-            i, j = pairs[q]
-            Gm = st.gram[q, c]
-            ca, cb = st.centre[q, c]
-            t = np.zeros(2 + 2 * M)
-            t[0], t[1] = g[i], g[i] * st.gain[q, c] - g[j]  # g_i f_i - g_j f_j on [d, f_j]
-            t[2] += g[i] * ca - g[j] * cb  # the medians, through the constant term of phi_i
-            blocks.append((q, i, j, Gm, t))
-        sig2 = np.array([(g[i] * noise[i, c]) ** 2 + (g[j] * noise[j, c]) ** 2 for q, i, j, _, _ in blocks])
-        sig2 = np.where(np.isfinite(sig2) & (sig2 > 0), sig2, np.nanmedian(sig2) if np.isfinite(sig2).any() else 1.0)
-        omega = np.ones(len(blocks))
-        p_sol = np.zeros(max(nu, 0))
+        # every usable pair at once: theta = t + S p, residual energy theta^T Gram theta, with S
+        # mapping [p_i, p_j] -> [0, 0, -p_i, +p_j]
+        q = np.flatnonzero(ok_pair)
+        pi, pj = pairs[q, 0], pairs[q, 1]
+        Gm = st.gram[q, c]  # [Q, D, D]
+        t = np.zeros((len(q), 2 + 2 * M))
+        t[:, 0], t[:, 1] = g[pi], g[pi] * st.gain[q, c] - g[pj]  # g_i f_i - g_j f_j on [d, f_j]
+        t[:, 2] = g[pi] * st.centre[q, c, 0] - g[pj] * st.centre[q, c, 1]  # the medians, via phi_i's constant
+        sig2 = (g[pi] * noise[pi, c]) ** 2 + (g[pj] * noise[pj, c]) ** 2
+        good = np.isfinite(sig2) & (sig2 > 0)
+        sig2 = np.where(good, sig2, np.median(sig2[good]) if good.any() else 1.0)
+        sgn = np.concatenate([-np.ones(M), np.ones(M)])
+        ids = np.concatenate([idx[pi], idx[pj]], axis=1)  # [Q, 2M], -1 = fixed
+        Gp = Gm[:, 2:, 2:] * sgn[None, :, None] * sgn[None, None, :]
+        bp = -np.einsum("qkd,qd->qk", Gm[:, 2:, :], t) * sgn
+        both = (ids[:, :, None] >= 0) & (ids[:, None, :] >= 0)
+        rr = np.broadcast_to(ids[:, :, None], both.shape)[both]
+        cc = np.broadcast_to(ids[:, None, :], both.shape)[both]
+        omega = np.ones(len(q))
+        full = np.zeros((n, M))
+        res = np.zeros(len(q))
         for it in range(n_iter):
-            rr, cc, vv = [], [], []
-            rhs = np.zeros(nu)
-            for (q, i, j, Gm, t), om, s2 in zip(blocks, omega, sig2):
-                wq = om / s2
-                # S maps [p_i, p_j] -> [0, 0, -p_i, +p_j]
-                ids = np.concatenate([idx[i], idx[j]])
-                sgn = np.concatenate([-np.ones(M), np.ones(M)])
-                Gp = Gm[2:, 2:] * sgn[:, None] * sgn[None, :]
-                bp = -(Gm[2:, :] @ t) * sgn
-                keep = ids >= 0
-                ii = ids[keep]
-                rr.append(np.repeat(ii, len(ii)))
-                cc.append(np.tile(ii, len(ii)))
-                vv.append((wq * Gp[np.ix_(keep, keep)]).ravel())
-                np.add.at(rhs, ii, wq * bp[keep])
+            wq = omega / sig2
             if nu:
-                H = sparse.csc_matrix((np.concatenate(vv), (np.concatenate(rr), np.concatenate(cc))), shape=(nu, nu))
-                H = H + sparse.diags(np.maximum(H.diagonal(), 1e-300) * 1e-10)
-                p_sol = np.atleast_1d(spsolve(H, rhs))
-            full = np.zeros((n, M))
-            full[~fixed] = p_sol
-            res = []
-            for (q, i, j, Gm, t) in blocks:
-                th = t.copy()
-                th[2:2 + M] -= full[i]
-                th[2 + M:] += full[j]
-                W = max(st.weight[q, c], 1e-30)
-                res.append(math.sqrt(max(th @ Gm @ th, 0.0) / W))
-            res = np.asarray(res)
+                H = sparse.csc_matrix(((wq[:, None, None] * Gp)[both], (rr, cc)), shape=(nu, nu))
+                H = H + sparse.identity(nu) * max(1e-8 * float(np.mean(H.diagonal())), 1e-300)
+                rhs = np.zeros(nu)
+                keep = ids >= 0
+                np.add.at(rhs, ids[keep], (wq[:, None] * bp)[keep])
+                full = np.zeros((n, M))
+                full[~fixed] = np.atleast_1d(spsolve(H, rhs))
+            th = t.copy()
+            th[:, 2:2 + M] -= full[pi]
+            th[:, 2 + M:] += full[pj]
+            res = np.sqrt(np.maximum(np.einsum("qd,qde,qe->q", th, Gm, th), 0.0) / np.maximum(st.weight[q, c], 1e-30))
             if it == n_iter - 1 or not len(res):
                 break
             z = res / np.sqrt(sig2)
-            s = max(float(np.median(z)), 1e-12)
-            u = z / (huber * s)
+            u = z / (huber * max(float(np.median(z)), 0.5))  # below half a sigma every pair is fine
             omega = np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
         coeffs[:, c] = full
-        for (q, i, j, Gm, t), om, r in zip(blocks, omega, res):
-            wout[q, c] = om
-            rms_a[q, c] = r
-            th = np.zeros(2 + 2 * M)
-            th[0], th[1], th[2] = 1.0, st.gain[q, c] - 1.0, st.centre[q, c, 0] - st.centre[q, c, 1]
-            rms_b[q, c] = math.sqrt(max(th @ Gm @ th, 0.0) / max(st.weight[q, c], 1e-30))
-    if sky_gauge == "mean" and nu:
-        coeffs = _zero_mean_gauge(coeffs, degrees, comp, norms)
+        wout[q, c], rms_a[q, c] = omega, res
+        th0 = np.zeros((len(q), 2 + 2 * M))
+        th0[:, 0], th0[:, 1], th0[:, 2] = 1.0, st.gain[q, c] - 1.0, st.centre[q, c, 0] - st.centre[q, c, 1]
+        rms_b[q, c] = np.sqrt(np.maximum(np.einsum("qd,qde,qe->q", th0, Gm, th0), 0.0)
+                              / np.maximum(st.weight[q, c], 1e-30))
+    if nu:
+        coeffs = _regauge(coeffs, degrees, comp, norms, anchors if sky_gauge == "reference" else None)
     for k in range(n):
         if comp[k] < 0:
             gains[k], coeffs[k] = 1.0, 0.0
@@ -484,9 +475,11 @@ def select_sky_degree(n: int, pairs, stats: PairStats, *, max_degree: int, **kw)
     return best, sols[best], scores
 
 
-def _zero_mean_gauge(coeffs, degrees, comp, norms, samples: int = 9):
-    """Remove from every frame's sky the canvas polynomial that best fits all the skies of its
-    component over their footprints (area-weighted): zero-mean corrections."""
+def _regauge(coeffs, degrees, comp, norms, anchors=None, samples: int = 9):
+    """Fix the global polynomial of every component: remove from every frame's sky the canvas
+    polynomial that best fits all the component's skies over their footprints (area-weighted;
+    zero-mean corrections), or, with ``anchors``, the anchor frame's own sky (the reference
+    gauge: the anchor's sky is left as it is)."""
     n, C, M = coeffs.shape
     out = coeffs.copy()
     t = np.linspace(-1.0, 1.0, samples)
@@ -494,10 +487,10 @@ def _zero_mean_gauge(coeffs, degrees, comp, norms, samples: int = 9):
     for k in range(int(comp.max()) + 1 if (comp >= 0).any() else 0):
         members = np.flatnonzero(comp == k)
         d = int(min(degrees[members].min(), _degree_of(M)))
-        if len(members) < 2 or d < 0:
+        if d < 0:
             continue
         ys, xs, wts, vals = [], [], [], []
-        for f in members:
+        for f in (members if anchors is None else [anchors[k]]):
             cy, cx, hy, hx = norms[f]
             ys.append(cy + vv.ravel() * hy)
             xs.append(cx + uu.ravel() * hx)
@@ -505,7 +498,7 @@ def _zero_mean_gauge(coeffs, degrees, comp, norms, samples: int = 9):
             vals.append(poly_basis(uu.ravel(), vv.ravel(), _degree_of(M)) @ coeffs[f].T)  # [S, C]
         y, x, w, v = np.concatenate(ys), np.concatenate(xs), np.concatenate(wts), np.concatenate(vals)
         cy, cx = np.average(y, weights=w), np.average(x, weights=w)
-        hy, hx = max(np.ptp(y) / 2, 1.0), max(np.ptp(x) / 2, 1.0)
+        hy, hx = max(float(np.ptp(y)) / 2, 1.0), max(float(np.ptp(x)) / 2, 1.0)
         R = poly_basis((x - cx) / hx, (y - cy) / hy, d)
         sw = np.sqrt(w)[:, None]
         r, *_ = np.linalg.lstsq(R * sw, v * sw, rcond=None)  # [m, C]
