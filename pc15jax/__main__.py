@@ -31,8 +31,31 @@ def _enable_compilation_cache() -> None:
     enable_compilation_cache("PC15_CACHE_DIR", "pc15jax")
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm", ".webp", ".gif")
+
+
+def expand_inputs(inputs) -> list:
+    """Files as given; a folder gives its image files (by suffix, sorted, not recursive)."""
+    out = []
+    for p in inputs:
+        if p is not None and Path(p).is_dir():
+            files = sorted(f for f in Path(p).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"{p}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(str(f) for f in files)
+        else:
+            out.append(p)
+    return out
+
+
+def json_number(x):
+    """A float for strict JSON: ``None`` (``null``) for inf or NaN (a PSNR of identical images)."""
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
 def load_image(path: str | None, gray: bool) -> tuple[np.ndarray, str]:
-    """uint8 ``[H, W]`` (grayscale sources or ``gray``) or ``[H, W, 3]`` image; default skimage's camera."""
+    """uint8 ``[H, W]`` (grayscale sources or ``gray``) or ``[H, W, 3]`` image; default skimage's camera.
+    An alpha channel is not coded: a warning says so, and the colour (or grey) planes are coded."""
     if path is None:
         from skimage import data
 
@@ -41,6 +64,9 @@ def load_image(path: str | None, gray: bool) -> tuple[np.ndarray, str]:
 
     try:
         with Image.open(path) as im:
+            if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
+                print(f"warning: {path}: its alpha channel is not coded (PC15 codes colour or grey only)",
+                      file=sys.stderr)
             mode = "L" if gray or im.mode in ("L", "LA", "I", "I;16", "F", "1", "P") and not _palette_colour(im) else "RGB"
             return np.asarray(im.convert(mode)), str(path)
     except FileNotFoundError:
@@ -91,7 +117,9 @@ def _encode_one(pc, img, cfg):
     r = np.round(enc["recon"] * 255.0) / np.float32(255.0)  # what the PNG holds
     if x.ndim == 3:  # colour: PSNR over all samples, SSIM averaged over the channels
         xc, rc = np.moveaxis(x, -1, 0), np.moveaxis(r, -1, 0)
-        return enc, float(10 * np.log10(1.0 / np.mean((xc - rc) ** 2))), float(np.mean(np.asarray(pc.ssim(xc, rc))))
+        with np.errstate(divide="ignore"):  # identical images: PSNR inf
+            p = float(10 * np.log10(1.0 / np.mean((xc - rc) ** 2)))
+        return enc, p, float(np.mean(np.asarray(pc.ssim(xc, rc))))
     return enc, float(pc.psnr(x, r)), float(pc.ssim(x, r))
 
 
@@ -100,7 +128,7 @@ def cmd_encode(args) -> int:
     from tqdm import tqdm
 
     cfg = _config(args)
-    inputs = args.inputs or [None]
+    inputs = expand_inputs(args.inputs) if args.inputs else [None]
     out = Path(args.out)
     many = len(inputs) > 1
     if many and out.suffix == ".pc15":
@@ -118,12 +146,12 @@ def cmd_encode(args) -> int:
             _save_png(rp / f"{stem}.png" if many else rp, enc["recon"])
         st = enc["stats"]
         rec = {"input": name, "output": str(target), "layout": st["layout"], "bytes": st["bytes"], "bpp": enc["bpp"],
-               "psnr": p, "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"],
+               "psnr": json_number(p), "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"],
                "lambda": st["lambda_rd"]}
         if "target_bpp" in st:
             rec.update(target_bpp=st["target_bpp"], rate_error=st["rate_error"])
         if args.json:
-            print(json.dumps(rec))
+            print(json.dumps(rec, allow_nan=False))
         else:
             print(f"{name} -> {target}: {st['bytes']} bytes, {enc['bpp']:.4f} bpp, PSNR {p:.2f} dB, "
                   f"SSIM {s:.4f}, {st['encode_s']:.2f} s (search {st['search_s']:.2f} s)")
@@ -182,17 +210,17 @@ def cmd_demo(args) -> int:
         raise RuntimeError("decoded image differs from the encoder's reconstruction")
     _save_png(outdir / "recon.png", dec)
     st = enc["stats"]
-    report = {"input": name, "shape": list(img.shape), "bytes": st["bytes"], "bpp": enc["bpp"], "psnr": p,
+    report = {"input": name, "shape": list(img.shape), "bytes": st["bytes"], "bpp": enc["bpp"], "psnr": json_number(p),
               "ssim": s, "encode_s": st["encode_s"], "search_s": st["search_s"], "decode_s": decode_s,
               "tiles": st["tiles"], "generators": st["generators"]}
     _figure(img.astype(np.float32) / 255.0, dec, report, outdir / "compare.png")
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
     else:
         print(f"{name}: {img.shape[1]}x{img.shape[0]}, {st['tiles']} tiles of {cfg.tile}px (overlap {cfg.overlap})")
         print(f"encoded {st['bytes']} bytes = {enc['bpp']:.4f} bpp in {st['encode_s']:.2f} s (search "
               f"{st['search_s']:.2f} s); decoded in {decode_s:.2f} s; identical to the encoder's reconstruction")
-        print(f"PSNR {p:.2f} dB, SSIM {s:.4f}")
+        print(f"PSNR {p:.2f} dB, SSIM {s:.4f}")  # inf prints as inf
         print("generators: " + ", ".join(f"{k} {v}" for k, v in st["generators"].items()))
         print(f"wrote {stream}, {outdir / 'recon.png'} and {outdir / 'compare.png'}")
     return 0
@@ -211,7 +239,8 @@ def _figure(x, recon, report, path):
     ax[0].imshow(x, cmap="gray", vmin=0, vmax=1)
     ax[0].set_title("input")
     ax[1].imshow(np.clip(recon, 0, 1), cmap="gray", vmin=0, vmax=1)
-    ax[1].set_title(f"PC15: {report['bpp']:.3f} bpp, {report['psnr']:.2f} dB, SSIM {report['ssim']:.3f}")
+    db = "inf" if report["psnr"] is None else f"{report['psnr']:.2f}"
+    ax[1].set_title(f"PC15: {report['bpp']:.3f} bpp, {db} dB, SSIM {report['ssim']:.3f}")
     for a in ax:
         a.axis("off")
     fig.tight_layout()

@@ -86,3 +86,58 @@ def test_sweep_luma_runs(tmp_path, capsys):
     assert sweep_luma.main([str(tmp_path / "g.png"), "--tile", "16", "--overlap", "4", "--lambdas", "1,0.1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all("bpp" in ln and "psnr" in ln for ln in lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any image size, strict JSON, folders, alpha
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (1, 300), (5, 7, 3)])
+def test_tiny_images_round_trip_and_have_metrics(tmp_path, shape):
+    from PIL import Image
+
+    img = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    assert cli.main(["demo", str(tmp_path / "in.png"), "-o", str(tmp_path / "d"), "--json"]) == 0  # checks decode == recon
+    import pc15jax as pc
+
+    enc = pc.encode(img, pc.CodecConfig())
+    dec = pc.decode(enc["bitstream"]) if img.ndim == 3 else pc.decode_y(enc["bitstream"])
+    assert dec.shape == img.shape and np.array_equal(dec, enc["recon"])
+
+
+def test_small_plane_ssim_is_one_window_over_the_plane():
+    import pc15jax as pc
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 7, 5)).astype(np.float32)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ux, uy, vx, vy = a.mean(), b.mean(), a.var(), b.var()
+    vxy = ((a - ux) * (b - uy)).mean()
+    want = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+    assert float(pc.ssim(a, b)) == pytest.approx(want, rel=1e-5)
+    assert float(pc.ssim(a[:1, :1], a[:1, :1])) == pytest.approx(1.0)
+
+
+def test_json_is_strict_and_folders_and_alpha(tmp_path, capsys):
+    from PIL import Image
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(d / "black.png")
+    rgba = np.random.default_rng(0).integers(0, 256, (24, 20, 4)).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
+    (d / "notes.txt").write_text("not an image")
+    assert cli.main(["encode", str(d), "-o", str(tmp_path / "out"), "--json"]) == 0
+    cap = capsys.readouterr()
+    recs = [json.loads(line) for line in cap.out.strip().splitlines()]
+    assert "Infinity" not in cap.out and "NaN" not in cap.out
+    by = {r["input"].split("/")[-1]: r for r in recs}
+    assert sorted(by) == ["black.png", "rgba.png"] and by["black.png"]["psnr"] is None
+    assert "rgba.png: its alpha channel is not coded" in cap.err
+    assert (tmp_path / "out" / "black.pc15").exists() and (tmp_path / "out" / "rgba.pc15").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["encode", str(empty), "-o", str(tmp_path / "o2")]) == 2
+    assert "no image files" in capsys.readouterr().err

@@ -286,3 +286,22 @@ def test_container_round_trip_property(H, W, seed, data):
     data_ = pc.write_bitstream(h, recs)
     h2, recs2 = pc.read_bitstream(data_)
     assert h2 == h and recs2 == recs
+
+
+def test_window_parameter_float32_round_trip():
+    # a Kaiser beta float32 cannot hold: the encoder must blend with what the decoder reads back
+    import pc15jax as pc
+    from skimage import data
+
+    img = data.camera()[:64, :80]
+    cfg = pc.CodecConfig(window="kaiser", window_params={"beta": 7.77777777777})
+    enc = pc.encode_y(img, cfg)
+    assert np.array_equal(pc.decode_y(enc["bitstream"]), enc["recon"])
+    assert dict(cfg.window_params)["beta"] == float(np.float32(7.77777777777))
+
+
+def test_build_dictionary_is_the_codecs_dictionary():
+    import pc15jax as pc
+    from pc15jax._src.dictionary import get_dictionary
+
+    assert pc.build_dictionary(16, 1, 0.1, 1.5, 1234) is get_dictionary(16, 1, 0.1, 1.5, 1234)

@@ -236,3 +236,14 @@ def test_paths_and_env(tmp_path):
         pc.PathsConfig(base=tmp_path, artifacts_subdir="/abs")
     env = pc.env_summary()
     assert env["packages"]["jax"] == jax.__version__ and env["device_count"] >= 1
+
+
+def test_search_atoms_takes_a_preset_name(tiles):
+    x, _ = tiles
+    t = codec_tables(CFG)
+    cfg = CFG.replace(max_atoms=1)
+    by_name = S.search_atoms(x, cfg, t, hooks="none")
+    ex = S.search_atoms(x, cfg, t, hooks=None)
+    assert np.array_equal(np.asarray(by_name.atom), np.asarray(ex.atom))
+    m1 = S.search_atoms(x, cfg, t, hooks="m1")  # was: a crash on the name
+    assert np.asarray(m1.atom).shape == np.asarray(ex.atom).shape

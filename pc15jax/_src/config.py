@@ -114,7 +114,9 @@ class CodecConfig:
         if self.window not in WINDOWS:
             raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
         wp = self.window_params
-        wp = tuple(sorted(dict(wp).items())) if wp else ()
+        # float32 values: the stream stores them so, and the encoder must blend with what the decoder reads
+        wp = tuple(sorted((k, float(np.float32(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                          for k, v in dict(wp).items())) if wp else ()
         _resolve_window(self.window, dict(wp), self.tile, self.overlap)
         object.__setattr__(self, "window_params", wp)
         if self.search not in SEARCH_MODES:

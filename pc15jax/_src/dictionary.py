@@ -150,9 +150,11 @@ def _normalise(raw, sw):
     return jnp.where(ok[:, None], a, 0.0), ok
 
 
-@functools.lru_cache(maxsize=8)
 def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
     """Render and normalise every atom of the bank for square tiles of ``tile`` pixels.
+
+    ``gamma`` and ``power`` are rounded to float32 first: the stream stores them as float32, so
+    this is the very dictionary the codec's encoder and decoder use.
 
     Args:
       tile: tile size T. overlap: tile overlap (shapes the seam weights).
@@ -161,6 +163,11 @@ def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: 
     Returns:
       :class:`Dictionary` (cached: the same arguments return the same object).
     """
+    return _build_dictionary(int(tile), int(overlap), float(np.float32(gamma)), float(np.float32(power)), int(seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
     bank = gens.list_generators()
     sizes = np.asarray([g.grid_size for g in bank], np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -191,4 +198,4 @@ def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: 
 def get_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
     """The cached dictionary, with ``gamma`` and ``power`` rounded to float32 first: the stream
     stores them as float32, so encoder and decoder build the very same atoms."""
-    return build_dictionary(int(tile), int(overlap), float(np.float32(gamma)), float(np.float32(power)), int(seed))
+    return build_dictionary(tile, overlap, gamma, power, seed)

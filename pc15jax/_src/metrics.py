@@ -125,7 +125,9 @@ def ssim(a, b, max_val: float = 1.0) -> jax.Array:
     """Mean SSIM per plane (Wang et al.; skimage-compatible, see module docstring).
 
     Args:
-      a, b: ``[..., H, W]`` with ``H, W >= 11``.
+      a, b: ``[..., H, W]``. Planes smaller than the 11x11 window on a side (down to 1x1) are
+        scored with one window covering the whole plane, uniformly weighted (means, variances
+        and covariance over all its pixels).
       max_val: dynamic range of the data (1.0 for [0, 1] images, 255 for uint8 values).
 
     Returns:
@@ -139,11 +141,21 @@ def ssim(a, b, max_val: float = 1.0) -> jax.Array:
     """
     a, b = _check_pair(a, b)
     H, W = a.shape[-2:]
-    if min(H, W) < 2 * SSIM_RADIUS + 1:
-        raise ValueError(f"ssim needs planes of at least {2 * SSIM_RADIUS + 1}x{2 * SSIM_RADIUS + 1}, got {H}x{W}")
+    if min(H, W) < 2 * SSIM_RADIUS + 1:  # no full window fits: one window, the whole plane
+        return _global_ssim(a, b, max_val)
     m = ssim_map(a, b, max_val)
     r = SSIM_RADIUS
     return jnp.mean(m[..., r:H - r, r:W - r], axis=(-2, -1))
+
+
+def _global_ssim(a, b, max_val: float) -> jax.Array:
+    """SSIM with one uniform window over each whole plane ``[..., H, W]`` -> ``[...]``."""
+    c1, c2 = (K1 * max_val) ** 2, (K2 * max_val) ** 2
+    ux, uy = jnp.mean(a, axis=(-2, -1)), jnp.mean(b, axis=(-2, -1))
+    da, db = a - ux[..., None, None], b - uy[..., None, None]
+    vx, vy = jnp.mean(da * da, axis=(-2, -1)), jnp.mean(db * db, axis=(-2, -1))
+    vxy = jnp.mean(da * db, axis=(-2, -1))
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
 
 
 def mse(a, b) -> jax.Array:

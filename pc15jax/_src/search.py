@@ -708,7 +708,8 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
     Np = tiles.shape[0]
     prm = SearchParams.from_config(cfg)
     kw = dict(mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
-    hooks = cfg.ai if isinstance(hooks, str) and hooks == "config" else hooks
+    if isinstance(hooks, str):  # "config": the config's hooks; else a preset name ("none", "m1", ...)
+        hooks = cfg.ai if hooks == "config" else _hooks.hooks_from_name(hooks)
     prepared = _hooks.prepare_hooks(hooks, np.zeros(len(_layout(cfg))) if gen_prior is None else gen_prior)
     if prepared is not None:
         plan, hp = prepared
