@@ -26,9 +26,17 @@ COMMANDS = ("demo", "encode", "decode", "info")
 
 
 def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache and the on-disk dictionary cache (``PC15_CACHE_DIR``,
+    ``PC15_DICT_CACHE``; default under ``~/.cache/pc15jax``)."""
+    import os
+
     from shared_runtime import enable_compilation_cache
 
     enable_compilation_cache("PC15_CACHE_DIR", "pc15jax")
+    from pc15jax._src.dictionary import set_dictionary_cache
+
+    set_dictionary_cache(os.environ.get("PC15_DICT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pc15jax", "dictionaries"))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm", ".webp", ".gif")

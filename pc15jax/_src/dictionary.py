@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +32,7 @@ import numpy as np
 from . import generators as gens
 from .tiling import seam_penalty_mask
 
-__all__ = ["Dictionary", "build_dictionary", "get_dictionary", "derive_seed"]
+__all__ = ["Dictionary", "build_dictionary", "get_dictionary", "derive_seed", "set_dictionary_cache"]
 
 DEGENERATE_NORM = 1e-3  # relative to sqrt(T*T): below it an atom is considered constant
 
@@ -150,6 +154,63 @@ def _normalise(raw, sw):
     return jnp.where(ok[:, None], a, 0.0), ok
 
 
+DISK_FORMAT = 1
+_disk_cache: list = [os.environ.get("PC15_DICT_CACHE") or None]  # folder, or None: in memory only
+
+
+def set_dictionary_cache(folder) -> None:
+    """Keep built dictionaries on disk in ``folder`` (None: in memory only, the library default;
+    the command line uses ``~/.cache/pc15jax/dictionaries``, ``PC15_DICT_CACHE`` overrides). A
+    file is keyed by everything that shapes the atoms: tile, overlap, the float32 seam
+    parameters, seed, every generator's grid, the source of the generators and of this module,
+    the JAX version and backend. A file that does not match is rebuilt, never trusted."""
+    _disk_cache[0] = None if folder is None else str(folder)
+
+
+def _disk_key(tile, overlap, gamma, power, seed) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([DISK_FORMAT, jax.__version__, jax.default_backend(), tile, overlap, gamma, power, seed])
+             .encode())
+    for mod in (gens, __import__(__name__, fromlist=["x"])):
+        h.update(Path(mod.__file__).read_bytes())
+    for g in gens.list_generators():
+        lvl, vals, seeds = _grid_table(g)
+        h.update(f"{g.id}:{g.name}:{g.seeded}".encode())
+        h.update(vals.tobytes())
+        h.update(np.asarray(seeds, np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+_FIELDS = ("atoms", "sw", "searchable", "gen_id", "param_idx", "seed_sym", "offsets", "coarse", "neighbours")
+
+
+def _load(path: Path, tile: int):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrs = {k: np.asarray(z[k]) for k in _FIELDS}
+            digest = str(z["digest"])
+    except (OSError, KeyError, ValueError):
+        return None
+    if hashlib.sha256(arrs["atoms"].tobytes()).hexdigest() != digest or arrs["atoms"].shape[1] != tile * tile:
+        return None
+    return Dictionary(tile=tile, atoms=jnp.asarray(arrs["atoms"]), sw=jnp.asarray(arrs["sw"]),
+                      **{k: arrs[k] for k in _FIELDS[2:]})
+
+
+def _save(path: Path, d: "Dictionary") -> None:
+    import io
+
+    from shared_runtime import atomic_write_bytes
+
+    arrs = {k: np.asarray(getattr(d, k)) for k in _FIELDS}
+    buf = io.BytesIO()
+    np.savez(buf, digest=hashlib.sha256(arrs["atoms"].tobytes()).hexdigest(), **arrs)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:  # a read-only cache folder: build every time, as without a cache
+        pass
+
+
 def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
     """Render and normalise every atom of the bank for square tiles of ``tile`` pixels.
 
@@ -163,10 +224,22 @@ def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: 
     Returns:
       :class:`Dictionary` (cached: the same arguments return the same object).
     """
-    return _build_dictionary(int(tile), int(overlap), float(np.float32(gamma)), float(np.float32(power)), int(seed))
+    return _cached_dictionary(int(tile), int(overlap), float(np.float32(gamma)), float(np.float32(power)), int(seed))
 
 
 @functools.lru_cache(maxsize=8)
+def _cached_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
+    folder = _disk_cache[0]
+    if folder is None:
+        return _build_dictionary(tile, overlap, gamma, power, seed)
+    path = Path(folder) / f"dict_{tile}_{overlap}_{_disk_key(tile, overlap, gamma, power, seed)}.npz"
+    d = _load(path, tile) if path.exists() else None
+    if d is None:
+        d = _build_dictionary(tile, overlap, gamma, power, seed)
+        _save(path, d)
+    return d
+
+
 def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
     bank = gens.list_generators()
     sizes = np.asarray([g.grid_size for g in bank], np.int64)
