@@ -189,7 +189,7 @@ def _load(path: Path, tile: int):
         with np.load(path, allow_pickle=False) as z:
             arrs = {k: np.asarray(z[k]) for k in _FIELDS}
             digest = str(z["digest"])
-    except (OSError, KeyError, ValueError):
+    except Exception:  # truncated (BadZipFile), missing fields, unreadable: rebuild
         return None
     if hashlib.sha256(arrs["atoms"].tobytes()).hexdigest() != digest or arrs["atoms"].shape[1] != tile * tile:
         return None
