@@ -3,7 +3,9 @@
 Cut sets are made from the shared 2MASS J, H and K images: each cut into a grid of 320-px frames
 (3x3 and 4x2), each frame given its own gain (``1 +- 0.2``), offset (``+-40``), plane (``+-12``
 ADU at the frame's edges) and quadratic (``+-6``) in its own pixel coordinates; the "no gain"
-variant keeps every gain at 1. Every tool mosaics the same FITS files; each mosaic is scored
+variant keeps every gain at 1; the "seeing" variant adds to the gains each frame's own blur
+(Gaussian sigma 0.3-1 px) and its own noise (the image's pixel sigma), as frames of different
+nights have. Every tool mosaics the same FITS files; each mosaic is scored
 with :func:`mosaic_jax.quality.truth_error` against the uncut image (ADU and pixel sigma) and
 :func:`mosaic_jax.quality.seam_steps` (noise units). The six Seestar NGC 7023 frames (no truth)
 get ``seam_steps`` and wall time: ours on all of them, the anchors on those with a WCS.
@@ -37,10 +39,15 @@ ASTRO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "astro"
 FRAME = 320
 
 
-def cut_set(image, wcs, out_dir, layout, *, gains: bool, seed: int, frame: int = FRAME):
+def cut_set(image, wcs, out_dir, layout, *, gains: bool, seed: int, frame: int = FRAME, seeing: bool = False):
     """Cut ``image`` into ``layout = (rows, cols)`` overlapping ``frame``-px frames with injected
-    gains, offsets, planes and quadratics; returns the paths."""
+    gains, offsets, planes and quadratics; returns the paths. ``seeing``: each frame also gets its
+    own Gaussian blur (sigma 0.3-1 px) and its own noise (the image's pixel sigma), as real frames
+    taken at different times do."""
+    from scipy.ndimage import gaussian_filter
+
     rng = np.random.default_rng(seed)
+    sig = float(np.asarray(mj.noise_sigma(image, np.isfinite(image))))
     H, W = image.shape
     ny, nx = layout
     stride = lambda L, n: 0 if n == 1 else min((L - frame) / (n - 1), frame * 0.75)
@@ -55,7 +62,10 @@ def cut_set(image, wcs, out_dir, layout, *, gains: bool, seed: int, frame: int =
             a, b = rng.uniform(-12, 12, 2)
             c, d, e = rng.uniform(-6, 6, 3)
             sky = rng.uniform(-40, 40) + a * u + b * v + c * u * u + d * u * v + e * v * v
-            data = (image[y:y + frame, x:x + frame] * g + sky).astype(np.float32)
+            cut = image[y:y + frame, x:x + frame]
+            if seeing:
+                cut = gaussian_filter(cut, rng.uniform(0.3, 1.0)) + rng.normal(0, sig, cut.shape)
+            data = (cut * g + sky).astype(np.float32)
             p = Path(out_dir) / f"cut_{len(paths):03d}.fits"
             fits.PrimaryHDU(data, header=wcs[y:y + frame, x:x + frame].to_header()).writeto(p)
             paths.append(p)
@@ -109,15 +119,18 @@ def main(argv=None) -> int:
             img, wcs = np.asarray(h[0].data, np.float32), WCS(h[0].header).celestial
         for li, lay in enumerate(args.layouts.split(",")):
             layout = tuple(int(v) for v in lay.split("x"))
-            for gains in (True, False):
+            for variant in ("gains", "none", "seeing"):
+                gains = variant != "none"
                 with tempfile.TemporaryDirectory() as tmp:
-                    paths = cut_set(img, wcs, tmp, layout, gains=gains, seed=100 * bi + 10 * li + int(gains))
+                    paths = cut_set(img, wcs, tmp, layout, gains=gains, seed=100 * bi + 10 * li + int(gains),
+                                    seeing=variant == "seeing")
                     fr = frames_of(paths)
                     for tool in tools:
                         mos, mw, s, mb, _ = run_tool(tool, paths, cfg)
                         te = truth_error(mos, mw, img, wcs)
                         ss = seam_steps(mos, mw, fr)
-                        rows.append(dict(set=f"2MASS {band.upper()} {lay}", gains=gains, tool=tool, wall_s=round(s, 2),
+                        rows.append(dict(set=f"2MASS {band.upper()} {lay}", gains=gains, variant=variant, tool=tool,
+                                         wall_s=round(s, 2),
                                          peak_mib=round(mb, 1), truth_adu=te.rms, truth_sigma=te.rms_sigma,
                                          seam_sigma=ss.rms_sigma))
                         _emit(rows[-1], args.json)
@@ -148,7 +161,7 @@ def _emit(row, as_json):
     if as_json:
         print(json.dumps(row), flush=True)
     else:
-        print(f"  {row['set']:<18} gains={row['gains']!s:<5} {row['tool']:<9} {row['wall_s']:7.2f} s  "
+        print(f"  {row['set']:<18} {row.get('variant', ''):<7} {row['tool']:<9} {row['wall_s']:7.2f} s  "
               + ("" if row["truth_adu"] is None else f"truth {row['truth_adu']:.4f} ADU ({row['truth_sigma']:.4f} sigma)  ")
               + f"seams {row['seam_sigma']:.3f} sigma"
               + (f" ({row['seam_sigma_all_frames']:.3f} over all its frames' edges)" if "seam_sigma_all_frames" in row
@@ -156,11 +169,12 @@ def _emit(row, as_json):
 
 
 def _table(rows):
-    print("| set | gains | tool | frames | wall s | peak MiB | truth_error ADU | truth_error sigma | seam_steps sigma |")
+    print("| set | variant | tool | frames | wall s | peak MiB | truth_error ADU | truth_error sigma | seam_steps sigma |")
     print("|---|---|---|---|---|---|---|---|---|")
     f = lambda v, p=4: "—" if v is None else f"{v:.{p}f}"
     for r in rows:
-        print(f"| {r['set']} | {'' if r['gains'] is None else ('±20 %' if r['gains'] else 'none')} | {r['tool']} | "
+        v = {"gains": "gains ±20 %", "none": "no gains", "seeing": "gains, seeing, noise"}.get(r.get("variant"), "")
+        print(f"| {r['set']} | {v} | {r['tool']} | "
               f"{r.get('frames', '')} | {r['wall_s']:.2f} | {r['peak_mib']:.0f} | {f(r['truth_adu'])} | "
               f"{f(r['truth_sigma'])} | {f(r['seam_sigma'], 3)} |")
 

@@ -355,3 +355,19 @@ def test_solve_stays_exact_far_from_the_reference():
                              gauge=0, sky_gauge="reference", norms=norms)
     assert sol.pair_rms_after.max() < 1e-3 * np.abs(coef).max()
     np.testing.assert_allclose(sol.coeffs[0, 0], 0.0, atol=1e-4)  # the reference keeps its sky
+
+
+def test_reproject_and_coadd_input_weights_match_reproject(tmp_path, field):
+    from reproject import reproject_interp
+    from reproject.mosaicking import find_optimal_celestial_wcs
+    from reproject.mosaicking import reproject_and_coadd as ref_coadd
+
+    img, wcs = field
+    paths, _ = cut(img, wcs, tmp_path, layout=(1, 2), gains=False, degree=0, frame=140)
+    hdus = [fits.open(p)[0] for p in paths]
+    wts = [np.full(h.data.shape, 1.0 + k, np.float32) for k, h in enumerate(hdus)]
+    wout, shape = find_optimal_celestial_wcs(hdus)
+    a_ref, f_ref = ref_coadd(hdus, wout, shape_out=shape, input_weights=wts, reproject_function=reproject_interp)
+    a, f = mj.reproject_and_coadd(hdus, wout, shape_out=shape, input_weights=wts)
+    both = (f_ref > 0.5) & (f > 0.5)
+    np.testing.assert_allclose(a[both], a_ref[both], atol=1e-3 * float(np.ptp(img)))

@@ -54,6 +54,18 @@ def _as_frame(item, hdu_in):
     raise MosaicInputError(f"unsupported input {type(item).__name__}: give file names, HDUs or (array, WCS) tuples")
 
 
+def _weight_image(item, hdu_in) -> np.ndarray:
+    """A weight image: an array, a file name or an HDU (as reproject takes them) -> float32 ``[H, W]``."""
+    if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
+        with fits.open(item) as h:
+            return np.asarray(h[hdu_in or 0].data, np.float32)
+    if isinstance(item, fits.HDUList):
+        return np.asarray(item[hdu_in or 0].data, np.float32)
+    if isinstance(item, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return np.asarray(item.data, np.float32)
+    return np.asarray(item, np.float32)
+
+
 def _footprint_box(shape, wcs_in, wcs_out, shape_out):
     H, W = shape
     t = np.linspace(0.0, 1.0, 33)
@@ -130,8 +142,7 @@ def reproject_and_coadd(input_data, output_projection, shape_out=None, input_wei
         y0, x0, y1, x1 = box
         wt = None
         if input_weights is not None:
-            wt = np.asarray(_as_frame((input_weights[k], wcs_in), None)[0] if not isinstance(
-                input_weights[k], np.ndarray) else np.asarray(input_weights[k], np.float32)[..., None], np.float32)
+            wt = _weight_image(input_weights[k], hdu_in)[..., None]
             if wt.shape[:2] != data.shape[:2]:
                 raise ValueError(f"input_weights[{k}] has shape {wt.shape[:2]}, its image {data.shape[:2]}")
         stack = data if wt is None else np.concatenate([data, wt], -1)

@@ -58,6 +58,8 @@ SOLVES = ("global", "reference")
 FRAME_NORMALIZE = ("overlap", "none")
 MIN_PAIR_PIXELS = 64
 PAIR_FIT_PIXELS = 1 << 17  # pair fits on larger overlaps use a regular subsample of this size
+PAIR_BIN = 8  # frame-pair sky fits on the means of 8x8-pixel bins (see _bin_pair)
+MIN_PAIR_BINS = 256  # ... or smaller bins, down to single pixels, where fewer would be left
 
 
 @dataclass(frozen=True)
@@ -308,10 +310,73 @@ def _win(tile) -> tuple[int, int, int, int]:
     return tile.y0, tile.x0, tile.h, tile.w
 
 
-def _frame_pairs(windows, store, masks):
-    """Every overlapping pair of frame windows -> packed good pixels for :func:`sky.pair_statistics`:
-    ``(pairs [P, 2], A [P, K, C], B [P, K, C], M [P, K], YX [P, K, 2], boxes)``, each pair's pixels on
-    a regular subsample of at most ``PAIR_FIT_PIXELS`` (``boxes``: the good pixels' canvas box)."""
+PSF_BLURS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # Gaussian sigmas (px) tried to match the two frames' seeing
+SEEING_GAIN = 0.5  # a blur is used only if it at least halves the pair's decorrelation 1 - r
+
+
+def _blur(x, m, s):
+    """Normalised Gaussian blur of ``x [h, w, C]`` over the good pixels ``m`` (``s = 0``: itself)."""
+    from scipy import ndimage
+
+    if s <= 0:
+        return x
+    w = ndimage.gaussian_filter(m.astype(np.float32), s)
+    out = np.stack([ndimage.gaussian_filter(np.where(m, x[..., c], 0.0), s) for c in range(x.shape[-1])], -1)
+    return np.where(m[..., None], out / np.maximum(w, 1e-6)[..., None], np.nan).astype(np.float32)
+
+
+def _match_seeing(a, b, m, side: int = 256):
+    """Blur the sharper of two frame crops to the other's seeing: the Gaussian (one of
+    ``PSF_BLURS``, on either frame) that best correlates their central ``side``-pixel luminance.
+    A sharper frame read pixel by pixel looks brighter than a softer one (stars' peaks); matched,
+    the pair's gain is the ratio of fluxes. -> ``(a', b', sigma, which)``."""
+    h, w = m.shape
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    sl = (slice(y0, y0 + side), slice(x0, x0 + side))
+    la, lb, mm = a[sl].sum(-1, keepdims=True), b[sl].sum(-1, keepdims=True), m[sl]
+    if mm.sum() < 64:
+        return a, b, 0.0, 0
+    best = (-np.inf, 0.0, 0)
+    for s in PSF_BLURS:
+        for which in ((0,) if s == 0 else (0, 1)):
+            xa = _blur(la, mm, s) if which == 0 else la
+            xb = _blur(lb, mm, s) if which == 1 else lb
+            va, vb = xa[mm, 0], xb[mm, 0]
+            c = np.corrcoef(va, vb)[0, 1] if va.std() > 0 and vb.std() > 0 else -np.inf
+            if s == 0:
+                c0 = c
+            if c > best[0]:
+                best = (c, s, which)
+    c, s, which = best
+    if not (1.0 - c < SEEING_GAIN * (1.0 - c0)):  # blur only where it clearly pays: same seeing stays as it is
+        return a, b, 0.0, 0
+    return (_blur(a, m, s) if which == 0 else a), (_blur(b, m, s) if which == 1 else b), s, which
+
+
+def _bin_pair(a, b, m, box, B: int, min_fill: float = 0.75):
+    """Means of ``B x B`` bins of two frame crops ``[h, w, C]`` over their good pixels ``m``:
+    ``(va [n, C], vb [n, C], yx [n, 2])`` for the bins at least ``min_fill`` good, ``yx`` the bins'
+    centres on the canvas. Bins hold a star's flux whatever the seeing, so frames with different
+    PSFs agree on them where single pixels do not."""
+    h, w = (m.shape[0] // B) * B, (m.shape[1] // B) * B
+    mm = m[:h, :w].reshape(h // B, B, w // B, B)
+    cnt = mm.sum(axis=(1, 3))
+    keep = cnt >= min_fill * B * B
+
+    def mean(x):
+        x = np.where(mm[..., None], x[:h, :w].reshape(h // B, B, w // B, B, -1), 0.0)
+        return (x.sum(axis=(1, 3)) / np.maximum(cnt, 1)[..., None])[keep].astype(np.float32)
+
+    iy, ix = np.nonzero(keep)
+    yx = np.stack([box[0] + (iy + 0.5) * B - 0.5, box[1] + (ix + 0.5) * B - 0.5], 1).astype(np.float32)
+    return mean(a), mean(b), yx
+
+
+def _frame_pairs(windows, store, masks, bin_px: int = PAIR_BIN, match_seeing: bool = True):
+    """Every overlapping pair of frame windows -> packed good bins for :func:`sky.pair_statistics`:
+    ``(pairs [P, 2], A [P, K, C], B [P, K, C], M [P, K], YX [P, K, 2], boxes)``. A pair's overlap is
+    averaged in ``bin_px``-pixel bins (smaller where that would leave fewer than ``MIN_PAIR_BINS``
+    bins, larger where it would leave more than ``PAIR_FIT_PIXELS``); ``boxes``: the bins' box."""
     keys = sorted(windows)
     items = []
     for a_i, i in enumerate(keys):
@@ -319,17 +384,22 @@ def _frame_pairs(windows, store, masks):
             box = _intersect(windows[i], windows[j])
             if box is None:
                 continue
-            step = _fit_step((box[2] - box[0]) * (box[3] - box[1]))
-            a, _ = _crop(store, ("f", i), windows[i], box, step)
-            b, _ = _crop(store, ("f", j), windows[j], box, step)
-            sl = lambda k: (slice(box[0] - windows[k][0], box[2] - windows[k][0], step),
-                            slice(box[1] - windows[k][1], box[3] - windows[k][1], step))
+            a, _ = _crop(store, ("f", i), windows[i], box)
+            b, _ = _crop(store, ("f", j), windows[j], box)
+            sl = lambda k: (slice(box[0] - windows[k][0], box[2] - windows[k][0]),
+                            slice(box[1] - windows[k][1], box[3] - windows[k][1]))
             m = masks[i][sl(i)] & masks[j][sl(j)] & np.all(np.isfinite(a), -1) & np.all(np.isfinite(b), -1)
-            if m.sum() * step * step < MIN_PAIR_PIXELS:
+            n = int(m.sum())
+            if n < MIN_PAIR_PIXELS:
                 continue
-            yy, xx = np.nonzero(m)
-            yx = np.stack([box[0] + yy * step, box[1] + xx * step], 1).astype(np.float32)
-            items.append(((i, j), a[m], b[m], yx))
+            B = max(1, min(bin_px, int(math.sqrt(n / MIN_PAIR_BINS))))
+            B = max(B, math.ceil(math.sqrt(n / PAIR_FIT_PIXELS)))
+            if match_seeing:
+                a, b, _, _ = _match_seeing(a, b, m)
+            va, vb, yx = _bin_pair(a, b, m, box, B)
+            if len(va) < MIN_PAIR_BINS // 4:
+                continue
+            items.append(((i, j), va, vb, yx))
     if not items:
         return np.zeros((0, 2), np.int64), None, None, None, None, []
     C = items[0][1].shape[-1]
@@ -359,7 +429,7 @@ def _normalise_frames(footprints, windows, store, cfg, C, noise, gauge=None):
     if cfg.normalize == "none" or len(windows) < 2:
         return None, 0
     masks = {k: np.asarray(_erode(jnp.asarray(store.get(("f", k))[1] > 0), int(cfg.erode))) for k in windows}
-    pairs, A, B, M, YX, boxes = _frame_pairs(windows, store, masks)
+    pairs, A, B, M, YX, boxes = _frame_pairs(windows, store, masks, match_seeing=cfg.fit_gains)
     if not len(pairs):
         return None, 0
     norms = np.stack([frame_norm(footprints[k]) for k in range(n)])
