@@ -336,6 +336,8 @@ def _match_seeing(a, b, m, side: int = 256):
     la, lb, mm = a[sl].sum(-1, keepdims=True), b[sl].sum(-1, keepdims=True), m[sl]
     if mm.sum() < 64:
         return a, b, 0.0, 0
+    # high-passed (less an 8-px blur): the frames' own skies, which differ, must not sway the choice
+    la, lb = la - _blur(la, mm, 8.0), lb - _blur(lb, mm, 8.0)
     best = (-np.inf, 0.0, 0)
     for s in PSF_BLURS:
         for which in ((0,) if s == 0 else (0, 1)):
