@@ -488,7 +488,7 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
             if it == n_iter - 1 or not len(res):
                 break
             z = res / np.sqrt(sig2)
-            u = z / (huber * max(float(np.median(z)), 0.5))  # below half a sigma every pair is fine
+            u = z / (huber * max(float(np.median(z)), 0.05))  # exact overlaps (residuals ~ 0): no outliers
             omega = np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
         coeffs[:, c] = full
         wout[q, c], rms_a[q, c] = omega, res
