@@ -520,25 +520,29 @@ def select_sky_degree(n: int, pairs, stats: PairStats, *, max_degree: int, **kw)
     """The sky degree the overlaps support, by the Bayesian information criterion.
 
     Solves every degree ``0..max_degree`` from the same statistics and scores each by
-    ``E_d + k_d ln N``: ``E_d`` the pairs' residual energy in units of each pair's residual
-    variance (its robust scale), ``k_d`` the number of sky coefficients, ``N`` the weighted
-    overlap pixels. A degree is taken only where it removes more than noise would: on frames whose
+    ``E_d / c + k_d ln N``: ``E_d`` the pairs' residual energy in units of each pair's residual
+    variance (its robust scale), ``c >= 1`` the overdispersion the richest model leaves
+    (``E_max / (N - k_max)``), ``k_d`` the number of sky coefficients, ``N`` the weighted
+    overlap bins. A degree is taken only where it removes more than noise would: on frames whose
     skies are flat, higher degrees only add noise to the frames' interiors.
 
     Returns:
       ``(degree, solution, scores)`` (``scores``: degree -> BIC).
     """
     st = PairStats(*(np.asarray(x, np.float64) for x in stats))
-    scores, sols = {}, {}
+    E, k, sols = {}, {}, {}
+    scale2 = np.maximum(st.scale, 1e-12) ** 2
+    N = max(float(np.sum(st.weight)), 2.0)
     for d in range(max_degree + 1):
-        sd = _sub_stats(st, max_degree, d)
-        sol = solve_frame_sky(n, pairs, sd, degree=d, **kw)
-        scale2 = np.maximum(st.scale, 1e-12) ** 2
-        E = float(np.sum(st.weight * sol.pair_rms_after ** 2 / scale2))
-        used = int(np.sum(sol.component >= 0))
-        N = max(float(np.sum(st.weight)), 2.0)
-        scores[d] = E + used * st.gain.shape[1] * n_terms(d) * math.log(N)
+        sol = solve_frame_sky(n, pairs, _sub_stats(st, max_degree, d), degree=d, **kw)
+        E[d] = float(np.sum(st.weight * sol.pair_rms_after ** 2 / scale2))
+        k[d] = int(np.sum(sol.component >= 0)) * st.gain.shape[1] * n_terms(d)
         sols[d] = sol
+    # overdispersion: where even the richest model leaves residuals far above the pairs' own scale
+    # (frames of other nights, structured skies), a few more coefficients always "explain"
+    # something; the energies are judged in units of what the richest model leaves
+    c_hat = max(1.0, E[max_degree] / max(N - k[max_degree], 1.0))
+    scores = {d: E[d] / c_hat + k[d] * math.log(N) for d in E}
     best = min(scores, key=lambda d: (scores[d], d))
     return best, sols[best], scores
 
