@@ -57,7 +57,7 @@ log = logging.getLogger("mosaic_jax")
 SOLVES = ("global", "reference")
 FRAME_NORMALIZE = ("overlap", "none")
 MIN_PAIR_PIXELS = 64
-PAIR_FIT_PIXELS = 1 << 17  # pair fits on larger overlaps use a regular subsample of this size
+PAIR_FIT_PIXELS = 1 << 17  # at most this many pixels (tile pairs) or bins (frame pairs) a pair fit
 PAIR_BIN = 8  # frame-pair sky fits on the means of 8x8-pixel bins (see _bin_pair)
 MIN_PAIR_BINS = 256  # ... or smaller bins, down to single pixels, where fewer would be left
 
@@ -290,11 +290,6 @@ def _crop(store, key, win, box, step: int = 1):
     d, w = store.get(key)
     sl = (slice(y0 - win[0], y1 - win[0], step), slice(x0 - win[1], x1 - win[1], step))
     return np.asarray(d[sl]), np.asarray(w[sl])
-
-
-def _fit_step(npix: float) -> int:
-    """Pixel step that leaves at most ``PAIR_FIT_PIXELS`` of ``npix`` for a pair fit."""
-    return max(1, math.ceil(math.sqrt(npix / PAIR_FIT_PIXELS)))
 
 
 @partial(jax.jit, static_argnames=("batch",))

@@ -132,10 +132,9 @@ def _wls(X, w, Y, ridge=1e-6):
     return jnp.linalg.solve(A, Xw.T @ Y)
 
 
-def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int, g_star=None):
+def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int):
     """One pair, one channel. ``a, b [K]`` values of frames i and j, ``m [K]`` bool, ``Bp, Bi, Bj
-    [K, M]`` the pair's and the frames' bases, ``sa, sb`` noise sigmas, ``g_star`` the gain from
-    matched star apertures (used where > 0: it does not depend on the seeing)."""
+    [K, M]`` the pair's and the frames' bases, ``sa, sb`` noise sigmas."""
     m = m & jnp.isfinite(a) & jnp.isfinite(b)
     ca, cb = _masked_median(a, m, COARSE_SAMPLES), _masked_median(b, m, COARSE_SAMPLES)
     ca, cb = jnp.where(jnp.isfinite(ca), ca, 0.0), jnp.where(jnp.isfinite(cb), cb, 0.0)
@@ -149,8 +148,6 @@ def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int, g_
         beta = _wls(Bp, w, Y)
         ra, rb = at - Bp @ beta[:, 0], bt - Bp @ beta[:, 1]  # polynomial-free parts
         g, _, corr = _deming(rb, ra, w, delta)
-        if g_star is not None:
-            g = jnp.where(g_star > 0, g_star, g)
         g = jnp.where(fit_gain & jnp.isfinite(g) & (g > 0), jnp.clip(g, lo, hi), 1.0)
         r = (ra - g * rb) / jnp.sqrt((delta + g * g) / (1.0 + delta))  # residual of f_i - g f_j - Q
         return g, corr, r
@@ -169,14 +166,12 @@ def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int, g_
     gram = Z.T @ (Z * w[:, None])
     W = jnp.sum(w)
     ident = fit_gain & (W >= MIN_PAIR_WEIGHT) & (corr >= MIN_CORRELATION)
-    if g_star is not None:
-        ident = ident | (fit_gain & (g_star > 0))
     return (g, ident, jnp.where(jnp.isfinite(corr), corr, 0.0), W, jnp.stack([ca, cb]), gram,
             jnp.where(jnp.isfinite(s), s, 0.0))
 
 
 @partial(jax.jit, static_argnames=("degree", "pair_degree", "n_iter", "batch"))
-def pair_statistics(A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b, fit_gain, gain_bounds, star_gain=None, *,
+def pair_statistics(A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b, fit_gain, gain_bounds, *,
                     degree: int, pair_degree: int | None = None, n_iter: int = 6, batch: int = 1) -> PairStats:
     """Sufficient statistics of a batch of frame pairs (see the module docstring).
 
@@ -187,8 +182,6 @@ def pair_statistics(A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b, fit_ga
         frame i, frame j and of the overlap itself (the robust fit's own basis).
       sig_a, sig_b: float32 ``[P, C]`` pixel noise of the two frames.
       fit_gain: bool scalar; ``False`` fixes every pair gain to 1. gain_bounds: ``(lo, hi)``.
-      star_gain: optional float32 ``[P, C]`` pair gains from matched star apertures
-        (:func:`star_gains`); where > 0 they replace the Deming gain.
       degree: the frames' polynomial degree. pair_degree: the robust fit's (default ``degree``).
       batch: pairs per step of the map (bounded memory).
 
@@ -198,77 +191,18 @@ def pair_statistics(A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b, fit_ga
     pd = degree if pair_degree is None else pair_degree
     lo, hi = gain_bounds
 
-    if star_gain is None:
-        star_gain = jnp.zeros(sig_a.shape, jnp.float32)
-
     def one(args):
-        a, b, m, c, ni, nj, np_, sa, sb, gs = args
+        a, b, m, c, ni, nj, np_, sa, sb = args
         y, x = c[:, 0], c[:, 1]
         Bp = poly_basis(*_uv(y, x, np_), pd)
         Bi = poly_basis(*_uv(y, x, ni), degree)
         Bj = poly_basis(*_uv(y, x, nj), degree)
-        return jax.vmap(lambda ac, bc, sac, sbc, gsc: _pair_channel(ac, bc, m, Bp, Bi, Bj, sac, sbc, fit_gain, lo, hi,
-                                                                    n_iter, gsc),
-                        in_axes=(1, 1, 0, 0, 0))(a, b, sa, sb, gs)
+        return jax.vmap(lambda ac, bc, sac, sbc: _pair_channel(ac, bc, m, Bp, Bi, Bj, sac, sbc, fit_gain, lo, hi,
+                                                               n_iter), in_axes=(1, 1, 0, 0))(a, b, sa, sb)
 
-    out = lax.map(one, (A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b, star_gain),
+    out = lax.map(one, (A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b),
                   batch_size=batch if batch > 1 else None)
     return PairStats(*out)
-
-
-def star_gains(a, b, m, *, r: int = 5, R: int = 10, snr: float = 30.0, min_stars: int = 8):
-    """Pair gain ``f_a ~ g f_b`` from the fluxes of the stars both frames see, per channel.
-
-    Stars are the local maxima of the summed frames, isolated within ``R`` pixels and clear of bad
-    pixels; each gets a ``(2r+1)^2`` box aperture less its local background (the box ring out to
-    ``R``) in both frames. Aperture fluxes do not depend on the seeing, where a pixel-by-pixel
-    regression reads a sharper frame as a brighter one. The gain is the Huber mean of the log
-    flux ratios of the stars above ``snr`` in both frames.
-
-    Args:
-      a, b: float ``[h, w, C]`` the two frames on the same canvas crop. m: bool ``[h, w]`` good in both.
-
-    Returns:
-      ``(gains [C] float32, 0 where fewer than min_stars stars), n_stars [C] int)``.
-    """
-    from scipy import ndimage
-
-    a = np.where(m[..., None], a, 0.0).astype(np.float64)
-    b = np.where(m[..., None], b, 0.0).astype(np.float64)
-    C = a.shape[-1]
-    out, cnt = np.zeros(C, np.float32), np.zeros(C, np.int64)
-    if min(m.shape) < 2 * R + 1:
-        return out, cnt
-    ok = ndimage.minimum_filter(m, size=2 * R + 1, mode="constant", cval=False)
-    det = ndimage.uniform_filter((a + b).sum(-1), size=3)
-    peak = (det == ndimage.maximum_filter(det, size=2 * R + 1)) & ok
-    ys, xs = np.nonzero(peak)
-    n_in, n_out = (2 * r + 1) ** 2, (2 * R + 1) ** 2 - (2 * r + 1) ** 2
-    for c in range(C):
-        def flux(x):
-            s_in = ndimage.uniform_filter(x[..., c], size=2 * r + 1)[ys, xs] * n_in
-            s_all = ndimage.uniform_filter(x[..., c], size=2 * R + 1)[ys, xs] * (2 * R + 1) ** 2
-            bg = (s_all - s_in) / n_out
-            return s_in - bg * n_in, bg
-
-        fa, bga = flux(a)
-        fb, bgb = flux(b)
-        # noise of an aperture from the ring's scatter is costly: use the pixel noise of each frame
-        sa = 1.4826 * np.median(np.abs(np.diff(a[..., c][m], axis=0))) / np.sqrt(2) if m.sum() > 2 else 0.0
-        sb = 1.4826 * np.median(np.abs(np.diff(b[..., c][m], axis=0))) / np.sqrt(2) if m.sum() > 2 else 0.0
-        na, nb = max(sa, 1e-12) * np.sqrt(n_in), max(sb, 1e-12) * np.sqrt(n_in)
-        good = (fa > snr * na) & (fb > snr * nb)
-        if good.sum() < min_stars:
-            continue
-        lr = np.log(fa[good] / fb[good])
-        mu = np.median(lr)
-        for _ in range(10):  # Huber mean
-            s = max(1.4826 * np.median(np.abs(lr - mu)), 1e-6)
-            u = np.abs(lr - mu) / (1.345 * s)
-            wt = np.where(u <= 1, 1.0, 1.0 / u)
-            mu = float(np.sum(wt * lr) / np.sum(wt))
-        out[c], cnt[c] = np.exp(mu), int(good.sum())
-    return out, cnt
 
 
 # ----------------------------------------------------------------------------------------------
