@@ -52,19 +52,22 @@ class PeakRSS:
         self.mb = self.peak - self.base
 
 
-def solved_frames(paths):
-    """``[(data [h, w, C], FrameInfo)]`` of the frames that carry a celestial WCS (our loader:
-    Bayer frames debayered the same way)."""
+def solved_infos(paths):
+    """``FrameInfo`` of the frames that carry a celestial WCS in their header (the frames both
+    anchors can use; unreadable and unsolved ones are left out)."""
     out = []
     for p in paths:
         try:
-            info = mj.scan_frame(p)
+            out.append(mj.scan_frame(p))
         except Exception:  # no WCS, unreadable: both anchors skip it too
             continue
-        if getattr(info, "wcs_source", "header") != "header":
-            continue
-        out.append((np.asarray(mj.load_frame(info)[0]), info))
     return out
+
+
+def solved_frames(paths):
+    """``[(data [h, w, C], FrameInfo)]`` of :func:`solved_infos` (our loader: Bayer frames
+    debayered the same way)."""
+    return [(np.asarray(mj.load_frame(info)[0]), info) for info in solved_infos(paths)]
 
 
 def run_reproject(paths, wcs=None, shape=None):

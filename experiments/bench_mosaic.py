@@ -48,28 +48,11 @@ def run_pipeline(inputs, cfg):
 
 
 def run_reproject_and_coadd(paths, wcs, shape):
-    """reproject's mosaicker on the same frames (read and debayered with our loader, timed too),
-    onto the same output grid, one call per channel."""
-    from reproject import reproject_interp
-    from reproject.mosaicking import reproject_and_coadd
-
-    t = time.perf_counter()
-    with PeakRSS() as mem:
-        infos, data = [], []
-        for p in paths:
-            try:
-                info = mj.scan_frame(p)
-            except Exception:  # the same frames our pipeline skips (no WCS...)
-                continue
-            infos.append(info)
-            data.append(np.asarray(mj.load_frame(info)[0]))
-        C = data[0].shape[-1]
-        out = []
-        for c in range(C):
-            arr, fp = reproject_and_coadd([(d[..., c], i.wcs) for d, i in zip(data, infos)], wcs, shape_out=shape,
-                                          reproject_function=reproject_interp, match_background=True)
-            out.append(np.where(fp > 0, arr, np.nan).astype(np.float32))
-    return np.stack(out, -1), time.perf_counter() - t, mem.mb, [(d, i.wcs) for d, i in zip(data, infos)]
+    """reproject's mosaicker on the same frames (:func:`experiments.anchors.run_reproject`: read
+    and debayered with our loader, timed too), onto the same output grid, and the frames it used
+    ``[(data, wcs)]`` (read again, untimed)."""
+    mos, _, seconds, mb = anchors.run_reproject(paths, wcs, shape)
+    return mos, seconds, mb, [(d, i.wcs) for d, i in anchors.solved_frames(paths)]
 
 
 def ideal_mosaic(truth_dir, cfg, shape) -> np.ndarray:

@@ -84,14 +84,8 @@ def run_tool(name, paths, cfg):
 
 
 def frames_of(paths):
-    out = []
-    for p in paths:
-        try:
-            info = mj.scan_frame(p)
-        except Exception:
-            continue
-        out.append((info.shape, info.wcs))
-    return out
+    """``(shape, wcs)`` of the frames with a header WCS: the edges ``seam_steps`` measures."""
+    return [(info.shape, info.wcs) for info in anchors.solved_infos(paths)]
 
 
 def main(argv=None) -> int:
@@ -139,7 +133,7 @@ def main(argv=None) -> int:
         paths = sorted(see.glob("*.fit"))
         for tool in tools:
             mos, mw, s, mb, rep = run_tool(tool, paths, cfg)
-            used = len(rep["inputs_used"]) if rep else len(anchors.solved_frames(paths))
+            used = len(rep["inputs_used"]) if rep else len(anchors.solved_infos(paths))
             ss = seam_steps(mos, mw, frames_of(paths))  # the edges of the solved frames, for every tool
             row = dict(set="Seestar NGC 7023", gains=None, tool=tool, frames=used, wall_s=round(s, 2),
                        peak_mib=round(mb, 1), truth_adu=None, truth_sigma=None, seam_sigma=ss.rms_sigma)

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .grid import _bbox
+from .grid import _bbox, outline
 from .io import MosaicInputError, _celestial_wcs, _image_hdu, FrameSkipped
 from .reproject import reproject_frame
 
@@ -67,14 +67,10 @@ def _weight_image(item, hdu_in) -> np.ndarray:
 
 
 def _footprint_box(shape, wcs_in, wcs_out, shape_out):
-    H, W = shape
-    t = np.linspace(0.0, 1.0, 33)
-    xs = np.concatenate([-0.5 + t * W, np.full(33, W - 0.5), W - 0.5 - t * W, np.full(33, -0.5)])
-    ys = np.concatenate([np.full(33, -0.5), -0.5 + t * H, np.full(33, H - 0.5), H - 0.5 - t * H])
-    x, y = wcs_out.world_to_pixel_values(*wcs_in.pixel_to_world_values(xs, ys))
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+    o = outline(shape, wcs_in, wcs_out)
+    if not np.all(np.isfinite(o)):
         return None
-    box = _bbox(np.stack([x, y], 1), shape_out)
+    box = _bbox(o, shape_out)
     return box if box[2] > box[0] and box[3] > box[1] else None
 
 

@@ -67,16 +67,21 @@ def tile_starts(length: int, size: int, stride: int) -> list[int]:
     return sorted({min(i * stride, length - size) for i in range(n)})
 
 
-def frame_footprint(info: FrameInfo, wcs_out: WCS, samples: int = 33) -> np.ndarray:
-    """Outline of a frame on the output grid: ``[4 * samples, 2]`` (x, y) pixel coordinates of points
-    along its outer pixel edges."""
-    H, W = info.shape
+def outline(shape, wcs_in: WCS, wcs_out: WCS, samples: int = 33) -> np.ndarray:
+    """Outline of an image of ``shape (H, W)`` with WCS ``wcs_in`` on the ``wcs_out`` grid:
+    ``[4 * samples, 2]`` (x, y) pixel coordinates of points along its outer pixel edges (NaN where
+    they do not map)."""
+    H, W = shape
     t = np.linspace(0.0, 1.0, samples)
     xs = np.concatenate([-0.5 + t * W, np.full(samples, W - 0.5), W - 0.5 - t * W, np.full(samples, -0.5)])
     ys = np.concatenate([np.full(samples, -0.5), -0.5 + t * H, np.full(samples, H - 0.5), H - 0.5 - t * H])
-    world = info.wcs.pixel_to_world_values(xs, ys)
-    x, y = wcs_out.world_to_pixel_values(*world)
+    x, y = wcs_out.world_to_pixel_values(*wcs_in.pixel_to_world_values(xs, ys))
     return np.stack([x, y], axis=1)
+
+
+def frame_footprint(info: FrameInfo, wcs_out: WCS, samples: int = 33) -> np.ndarray:
+    """Outline of a frame on the output grid (:func:`outline`)."""
+    return outline(info.shape, info.wcs, wcs_out, samples)
 
 
 def _bbox(outline: np.ndarray, shape) -> tuple[int, int, int, int]:

@@ -47,7 +47,8 @@ from .photometry import (
     solve_tile_photometry,
 )
 from .reproject import BACKENDS, reproject_frame
-from .sky import SKY_MODELS, apply_frame_sky, frame_norm, pair_statistics, select_sky_degree, solve_frame_sky
+from .sky import (SKY_MODELS, apply_frame_sky, degree_of, frame_norm, pair_statistics, select_sky_degree,
+                  solve_frame_sky)
 from .stack import REJECT, stack_frames
 
 __all__ = ["MosaicConfig", "MosaicResult", "build_mosaic", "write_outputs", "stretch_preview", "SOLVES"]
@@ -751,7 +752,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
 
 
 def _sky_report(cfg, sky) -> dict:
-    deg = SKY_MODELS[cfg.sky] if sky is None else int(round((math.sqrt(8 * sky.coeffs.shape[-1] + 1) - 3) / 2))
+    deg = SKY_MODELS[cfg.sky] if sky is None else degree_of(sky.coeffs.shape[-1])
     rep = {"model": cfg.sky, "degree": deg, "fit_gains": bool(cfg.fit_gains),
            "coordinates": "frame footprint: u = (x - cx) / hx, v = (y - cy) / hy on the canvas; c = g f - P(u, v)"}
     if sky is None:

@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from astropy.wcs import WCS
 
+from .grid import outline
 from .photometry import _erode, noise_sigma
 from .reproject import reproject_frame
+from .sky import n_terms, poly_basis
 
 __all__ = ["SeamMetric", "seam_metric", "block_medians", "lad_fit", "TruthError", "truth_error", "SeamSteps",
            "seam_steps"]
@@ -38,17 +40,9 @@ def block_medians(img, block: int = 32, min_valid: float = 0.9) -> np.ndarray:
 
 def lad_fit(x, y, n_iter: int = 50) -> tuple[float, float, np.ndarray]:
     """Least-absolute-deviations line ``y = a x + b`` (IRLS, float64) -> ``(a, b, residuals)``."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    A = np.stack([x, np.ones_like(x)], 1)
-    w = np.ones_like(x)
-    z = np.zeros(2)
-    for _ in range(n_iter):
-        sw = np.sqrt(w)
-        z, *_ = np.linalg.lstsq(A * sw[:, None], y * sw, rcond=None)
-        r = y - A @ z
-        scale = max(float(np.median(np.abs(r))), 1e-12) * 1e-3
-        w = 1.0 / np.maximum(np.abs(r), scale)
-    return float(z[0]), float(z[1]), y - A @ z
+    x = np.asarray(x, np.float64)
+    z, r = _robust_lstsq(np.stack([x, np.ones_like(x)], 1), y, n_iter=n_iter, lad=True)
+    return float(z[0]), float(z[1]), r
 
 
 class SeamMetric(NamedTuple):
@@ -178,10 +172,6 @@ def _lad(A, y):
     return z, y - A @ z
 
 
-def _poly2d(u, v, degree: int) -> np.ndarray:
-    return np.stack([u ** (t - q) * v ** q for t in range(degree + 1) for q in range(t + 1)], axis=-1)
-
-
 def truth_error(mosaic, wcs: WCS, truth, truth_wcs: WCS, *, degree: int = 2, block: int = 32,
                 backend: str = "jax") -> TruthError:
     """How far a mosaic is from the true sky, up to what no overlap can identify.
@@ -216,7 +206,7 @@ def truth_error(mosaic, wcs: WCS, truth, truth_wcs: WCS, *, degree: int = 2, blo
     u = (xx + 0.5 - nbx * block / 2) / max(nbx * block / 2, 1)
     v = (yy + 0.5 - nby * block / 2) / max(nby * block / 2, 1)
     ub, vb = block_medians(u, block), block_medians(v, block)
-    nP = _poly2d(np.zeros(1), np.zeros(1), degree).shape[-1]
+    nP = n_terms(degree)
     res, res_s, gains, nb = [], [], [], []
     for c in range(C):
         mc = np.where(ok, m[..., c], np.nan)
@@ -227,8 +217,8 @@ def truth_error(mosaic, wcs: WCS, truth, truth_wcs: WCS, *, degree: int = 2, blo
         # it settles (else a pure plane would leave ~1 % of its amplitude as "error")
         coef = np.zeros(nP)
         for _ in range(4):
-            bm = block_medians(mc - _poly2d(u, v, degree) @ coef, block)
-            A = np.concatenate([bt[..., c][k][:, None], _poly2d(ub[k], vb[k], degree)], axis=1)
+            bm = block_medians(mc - poly_basis(u, v, degree) @ coef, block)
+            A = np.concatenate([bt[..., c][k][:, None], poly_basis(ub[k], vb[k], degree)], axis=1)
             z, e = _lad(A, bm[k])
             coef = coef + z[1:]
         res.append(e)
@@ -251,7 +241,7 @@ class SeamSteps(NamedTuple):
     steps: list
 
 
-def _frame_edge_coords(frame_wcs: WCS, fshape, wcs: WCS, box):
+def _frame_edge_coords(frame_wcs: WCS, wcs: WCS, box):
     """Frame pixel coordinates ``(fx, fy)`` of the mosaic pixels in ``box``."""
     y0, x0, y1, x1 = box
     yy, xx = np.mgrid[y0:y1, x0:x1]
@@ -284,23 +274,20 @@ def seam_steps(mosaic, wcs: WCS, frames, *, segment: int = 64, inner: float = 2.
         fshape = tuple(data) if isinstance(data, tuple) else np.shape(data)[:2]
         fh, fwd = fshape
         # the frame's footprint box on the mosaic, grown by ``outer``
-        t = np.linspace(0, 1, 17)
-        ex = np.concatenate([t * fwd, np.full(17, fwd), (1 - t) * fwd, np.zeros(17)]) - 0.5
-        ey = np.concatenate([np.zeros(17), t * fh, np.full(17, fh), (1 - t) * fh]) - 0.5
-        ox, oy = wcs.world_to_pixel_values(*fw.pixel_to_world_values(ex, ey))
-        if not (np.all(np.isfinite(ox)) and np.all(np.isfinite(oy))):
+        o = outline(fshape, fw, wcs, 17)
+        if not np.all(np.isfinite(o)):
             continue
+        ox, oy = o[:, 0], o[:, 1]
         g = outer + 2
         box = (max(int(np.floor(oy.min() - g)), 0), max(int(np.floor(ox.min() - g)), 0),
                min(int(np.ceil(oy.max() + g)) + 1, H), min(int(np.ceil(ox.max() + g)) + 1, W))
         if box[2] <= box[0] or box[3] <= box[1]:
             continue
-        fx, fy, yy, xx = _frame_edge_coords(fw, fshape, wcs, box)
+        fx, fy, yy, xx = _frame_edge_coords(fw, wcs, box)
         # signed distance to each side (positive inside), the nearest side, the position along it
         d = np.stack([fy + 0.5, fwd - 0.5 - fx, fh - 0.5 - fy, fx + 0.5])  # bottom, right, top, left
         inside = np.all(d > 0, axis=0)
-        # outside: distance to the side it is beyond; inside: the nearest side
-        side = np.where(inside, np.argmin(d, axis=0), np.argmin(d, axis=0))
+        side = np.argmin(d, axis=0)  # inside: the nearest side; outside: the side it is beyond
         dist = np.abs(np.take_along_axis(d, side[None], 0)[0])
         along = np.where(side % 2 == 0, fx, fy)
         length = np.where(side % 2 == 0, fwd, fh)

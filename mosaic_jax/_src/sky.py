@@ -52,9 +52,10 @@ import numpy as np
 from jax import lax
 
 from .photometry import COARSE_SAMPLES, MIN_CORRELATION, _deming, _masked_median
+from .photometry import _components as _graph_components
 
 __all__ = ["SKY_MODELS", "n_terms", "poly_basis", "frame_norm", "PairStats", "pair_statistics",
-           "SkySolution", "solve_frame_sky", "select_sky_degree", "apply_frame_sky", "sky_values"]
+           "SkySolution", "solve_frame_sky", "select_sky_degree", "apply_frame_sky"]
 
 log = logging.getLogger("mosaic_jax")
 
@@ -90,15 +91,6 @@ def frame_norm(box) -> np.ndarray:
 
 def _uv(y, x, norm):
     return (x - norm[1]) / norm[3], (y - norm[0]) / norm[2]
-
-
-def sky_values(coeffs, norm, y, x, degree: int):
-    """A frame's sky ``P(y, x)``: ``coeffs [..., M]`` (``M = n_terms(degree)``), ``norm`` its
-    :func:`frame_norm`, canvas coordinates ``y, x [N]`` -> ``[N, ...]``."""
-    u, v = _uv(y, x, norm)
-    B = poly_basis(u, v, degree)
-    return B @ np.moveaxis(np.asarray(coeffs), -1, 0) if not isinstance(B, jax.Array) else \
-        jnp.tensordot(B, jnp.moveaxis(jnp.asarray(coeffs), -1, 0), axes=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,9 +230,7 @@ class SkySolution(NamedTuple):
 
 
 def _components(n, pairs):
-    from .photometry import _components as comps
-
-    return comps(n, np.asarray(pairs, np.int64).reshape(-1, 2))
+    return _graph_components(n, np.asarray(pairs, np.int64).reshape(-1, 2))
 
 
 def _solve_gains(n, pairs, a, info, comp, anchors, huber=2.5, n_iter=8):
@@ -492,7 +482,7 @@ def _regauge(coeffs, degrees, comp, norms, anchors=None, samples: int = 9):
     uu, vv = np.meshgrid(t, t)
     for k in range(int(comp.max()) + 1 if (comp >= 0).any() else 0):
         members = np.flatnonzero(comp == k)
-        d = int(min(degrees[members].min(), _degree_of(M)))
+        d = int(min(degrees[members].min(), degree_of(M)))
         if d < 0:
             continue
         ys, xs, wts, vals = [], [], [], []
@@ -501,7 +491,7 @@ def _regauge(coeffs, degrees, comp, norms, anchors=None, samples: int = 9):
             ys.append(cy + vv.ravel() * hy)
             xs.append(cx + uu.ravel() * hx)
             wts.append(np.full(uu.size, hy * hx / uu.size))
-            vals.append(poly_basis(uu.ravel(), vv.ravel(), _degree_of(M)) @ coeffs[f].T)  # [S, C]
+            vals.append(poly_basis(uu.ravel(), vv.ravel(), degree_of(M)) @ coeffs[f].T)  # [S, C]
         y, x, w, v = np.concatenate(ys), np.concatenate(xs), np.concatenate(wts), np.concatenate(vals)
         cy, cx = np.average(y, weights=w), np.average(x, weights=w)
         hy, hx = max(float(np.ptp(y)) / 2, 1.0), max(float(np.ptp(x)) / 2, 1.0)
@@ -517,7 +507,8 @@ def _regauge(coeffs, degrees, comp, norms, anchors=None, samples: int = 9):
     return out
 
 
-def _degree_of(M: int) -> int:
+def degree_of(M: int) -> int:
+    """The degree whose polynomials have ``M`` terms (inverse of :func:`n_terms`)."""
     d = 0
     while n_terms(d) < M:
         d += 1

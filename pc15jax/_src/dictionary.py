@@ -171,8 +171,8 @@ def _disk_key(tile, overlap, gamma, power, seed) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([DISK_FORMAT, jax.__version__, jax.default_backend(), tile, overlap, gamma, power, seed])
              .encode())
-    for mod in (gens, __import__(__name__, fromlist=["x"])):
-        h.update(Path(mod.__file__).read_bytes())
+    for src in (gens.__file__, __file__):
+        h.update(Path(src).read_bytes())
     for g in gens.list_generators():
         lvl, vals, seeds = _grid_table(g)
         h.update(f"{g.id}:{g.name}:{g.seeded}".encode())
