@@ -23,7 +23,10 @@ from mosaic_jax._src.photometry import (
     select_reference_tile,
     solve_tile_photometry,
 )
-from mosaic_jax._src.pipeline import MosaicConfig, MosaicResult, build_mosaic, stretch_preview, write_outputs
+from mosaic_jax._src.config import MosaicConfig, MosaicResult
+from mosaic_jax._src.devices import Cluster, initialize
+from mosaic_jax._src.output import stretch_preview, write_outputs
+from mosaic_jax._src.pipeline import build_mosaic
 from mosaic_jax._src.register import header_wcs, register_frames
 from mosaic_jax._src.reproject import reproject_frame, resample_bilinear
 from mosaic_jax._src.sky import SKY_MODELS, SkySolution, pair_statistics, solve_frame_sky
@@ -39,6 +42,8 @@ __all__ = (
     "MosaicInputError",
     "MosaicResult",
     "build_mosaic",
+    "Cluster",
+    "initialize",
     "debayer_bilinear",
     "find_inputs",
     "load_frame",

@@ -25,6 +25,7 @@ __all__ = ["reproject_and_coadd"]
 log = logging.getLogger("mosaic_jax")
 
 COMBINE = ("mean", "sum")
+BATCH_BYTES = 64 * 2 ** 20  # the background fits' batches
 
 
 def _as_frame(item, hdu_in):
@@ -102,7 +103,10 @@ def reproject_and_coadd(input_data, output_projection, shape_out=None, input_wei
       returns 0 there: compare with ``footprint > 0``) and float32 ``[ny, nx]``, the summed
       weights.
     """
-    from .pipeline import MosaicConfig, _frame_noise, _normalise_frames, _TileStore
+    from .config import MosaicConfig
+    from .frames import frame_noise, normalise_frames
+    from .photometry import _erode
+    from .workdir import WorkDir
     from .sky import SKY_MODELS
 
     if combine_function not in COMBINE:
@@ -126,7 +130,7 @@ def reproject_and_coadd(input_data, output_projection, shape_out=None, input_wei
         raise MosaicInputError("no input data")
     if input_weights is not None and len(input_weights) != len(items):
         raise ValueError(f"input_weights has {len(input_weights)} entries for {len(items)} inputs")
-    store = _TileStore(float("inf"))
+    store = WorkDir(memory_bytes=float("inf"))
     windows, boxes = {}, []
     H, W = shape_out
     for k, item in enumerate(items):
@@ -148,21 +152,23 @@ def reproject_and_coadd(input_data, output_projection, shape_out=None, input_wei
         w = np.where(ok, 1.0 if wt is None else np.nan_to_num(r[..., 1]), 0.0).astype(np.float32)
         if not (w > 0).any():
             continue
-        store.put(("f", k), np.where((w > 0)[..., None], d, np.nan).astype(np.float32), w)
+        store.put(("f", k), d=np.where((w > 0)[..., None], d, np.nan).astype(np.float32), w=w,
+                  m=np.asarray(_erode(jnp.asarray(w > 0), int(erode))))
         windows[k] = (y0, x0, y1 - y0, x1 - x0)
     if match_background and len(windows) > 1:
         noise = np.full((len(items), 1), np.nan, np.float32)
         for k in windows:
-            noise[k] = np.asarray(_frame_noise(jnp.asarray(store.get(("f", k))[0])))
+            noise[k] = np.asarray(frame_noise(jnp.asarray(store.get(("f", k), "d"))))
         cfg = MosaicConfig(sky=sky, fit_gains=fit_gains, erode=erode, quality=False)
         if background_reference is not None and background_reference in windows:
-            _normalise_frames(boxes, windows, store, cfg, 1, noise, gauge=int(background_reference))
+            normalise_frames(boxes, windows, store, cfg, 1, noise, batch_bytes=BATCH_BYTES,
+                             gauge=int(background_reference))
         else:
-            _normalise_frames(boxes, windows, store, cfg, 1, noise)
+            normalise_frames(boxes, windows, store, cfg, 1, noise, batch_bytes=BATCH_BYTES)
     num = np.zeros(shape_out, np.float64)
     den = np.zeros(shape_out, np.float64)
     for k, (y0, x0, h, w_) in windows.items():
-        d, w = store.get(("f", k))
+        d, w = store.get(("f", k), "d"), store.get(("f", k), "w")
         sl = (slice(y0, y0 + h), slice(x0, x0 + w_))
         num[sl] += np.where(w > 0, w * np.nan_to_num(d[..., 0]), 0.0)
         den[sl] += w

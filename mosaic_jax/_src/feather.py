@@ -41,13 +41,15 @@ def _chamfer(inside, steps: int):
 
 
 COARSE_STEPS = 64  # wider feathers: distances on a k-times coarser grid, refined near the edge
+FINE_STEPS = 4  # ... over this many pixels (a feather that wide weighs ~0 there anyway)
 
 
 def _distance(inside, steps: int):
     """Chamfer distance to the nearest outside pixel, saturated at >= ``steps``. Up to
     ``COARSE_STEPS`` sweeps at full resolution; beyond, ``k = ceil(steps / COARSE_STEPS)``: the
     distance on a grid of k x k blocks (a block is inside when all its pixels are), upsampled,
-    taken wherever the full-resolution distance (exact to ``2k``) has saturated. Error <= ~k px."""
+    taken wherever the full-resolution distance (exact to ``FINE_STEPS``) has saturated.
+    Error <= ~k px, i.e. <= ~1.5 / COARSE_STEPS of the feather's ramp."""
     if steps <= COARSE_STEPS:
         return _chamfer(inside, steps)
     k = -(-steps // COARSE_STEPS)
@@ -57,8 +59,8 @@ def _distance(inside, steps: int):
     coarse = jnp.all(blocks.reshape(Hc, k, Wc, k), axis=(1, 3))
     dc = _chamfer(coarse, COARSE_STEPS + 1) * jnp.float32(k)
     up = jax.image.resize(dc, (Hc * k, Wc * k), "linear")[:H, :W]
-    fine = _chamfer(inside, 2 * k)
-    near = jnp.float32(2 * k)
+    fine = _chamfer(inside, FINE_STEPS)
+    near = jnp.float32(FINE_STEPS)
     return jnp.where(fine < near, fine, jnp.maximum(up, near))
 
 
@@ -81,35 +83,68 @@ def feather_weights(coverage, *, width: float = 32.0, use_coverage: bool = True)
         raise ValueError(f"coverage must be [H, W], got shape {cov.shape}")
     if not (math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a positive number, got {width}")
+    return _feather(cov, jnp.float32(width), steps=int(math.ceil(width)), use_coverage=bool(use_coverage))
+
+
+@partial(jax.jit, static_argnames=("steps", "use_coverage"))
+def _feather(cov, width, *, steps: int, use_coverage: bool):
     cov = jnp.where(jnp.isfinite(cov), cov, 0.0)
     inside = cov > 0
-    d = _distance(inside, int(math.ceil(width)))
-    t = jnp.clip(d / jnp.float32(width), 0.0, 1.0)
+    d = _distance(inside, steps)
+    t = jnp.clip(d / width, 0.0, 1.0)
     w = t * t * (3.0 - 2.0 * t)
     return jnp.where(inside, w * (cov if use_coverage else 1.0), 0.0)
 
 
-@partial(jax.jit, static_argnames=("canvas_shape",))
-def _assemble(tiles, weights, offsets, *, canvas_shape):
+def _accumulate(tiles, weights, coverage, offsets, gains, shifts, canvas_shape):
+    """Sums ``sum w * (g t + o)``, ``sum w`` per channel and ``sum w * coverage`` over the
+    canvas, tiles added in a fixed order: deterministic on every backend (no scatter atomics)."""
     T, h, w, C = tiles.shape
     H, W = canvas_shape
     num = jnp.zeros((H + h, W + w, C), jnp.float32)
     den = jnp.zeros((H + h, W + w, C), jnp.float32)
+    cov = jnp.zeros((H + h, W + w), jnp.float32)
+    ws = jnp.zeros((H + h, W + w), jnp.float32)
 
-    def add(k, carry):  # tiles in a fixed order: deterministic on every backend (no scatter atomics)
-        num, den = carry
-        t, wt, (y, x) = tiles[k], weights[k], (offsets[k, 0], offsets[k, 1])
+    def add(k, carry):
+        num, den, cov, ws = carry
+        t = tiles[k] * gains[k] + shifts[k]
+        wt, (y, x) = weights[k], (offsets[k, 0], offsets[k, 1])
         ok = jnp.isfinite(t)
         wv = jnp.where(ok, wt[..., None], 0.0)
         num = lax.dynamic_update_slice(num, lax.dynamic_slice(num, (y, x, 0), (h, w, C)) + wv * jnp.where(ok, t, 0.0),
                                        (y, x, 0))
         den = lax.dynamic_update_slice(den, lax.dynamic_slice(den, (y, x, 0), (h, w, C)) + wv, (y, x, 0))
-        return num, den
+        cov = lax.dynamic_update_slice(cov, lax.dynamic_slice(cov, (y, x), (h, w)) + wt * coverage[k], (y, x))
+        ws = lax.dynamic_update_slice(ws, lax.dynamic_slice(ws, (y, x), (h, w)) + wt, (y, x))
+        return num, den, cov, ws
 
-    num, den = lax.fori_loop(0, T, add, (num, den))
+    return lax.fori_loop(0, T, add, (num, den, cov, ws))
+
+
+@partial(jax.jit, static_argnames=("canvas_shape",))
+def _assemble(tiles, weights, offsets, *, canvas_shape):
+    T, _, _, C = tiles.shape
+    H, W = canvas_shape
+    one, zero = jnp.ones((T, C), jnp.float32), jnp.zeros((T, C), jnp.float32)
+    num, den, _, _ = _accumulate(tiles, weights, jnp.zeros(weights.shape, jnp.float32), offsets, one, zero,
+                                 canvas_shape)
     num, den = num[:H, :W], den[:H, :W]
     mosaic = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
     return mosaic, jnp.max(den, axis=-1)
+
+
+@partial(jax.jit, static_argnames=("canvas_shape",))
+def assemble_scaled(tiles, weights, coverage, offsets, gains, shifts, *, canvas_shape):
+    """The pipeline's assembly of one canvas band: tiles ``[T, h, w, C]`` scaled ``g t + o``
+    (``gains``, ``shifts`` ``[T, C]``), feather ``weights`` and ``coverage`` ``[T, h, w]``, int32
+    ``offsets [T, 2]`` -> ``(mosaic [H, W, C], coverage-weighted weight [H, W])`` where the weight
+    is ``sum w c / sum w`` (frames per pixel, feathered; 0 where no tile lands)."""
+    H, W = canvas_shape
+    num, den, cov, ws = _accumulate(tiles, weights, coverage, offsets, gains, shifts, canvas_shape)
+    num, den, cov, ws = num[:H, :W], den[:H, :W], cov[:H, :W], ws[:H, :W]
+    mosaic = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+    return mosaic, jnp.where(ws > 0, cov / jnp.where(ws > 0, ws, 1.0), 0.0)
 
 
 def assemble(tiles, weights, offsets_in_canvas, canvas_shape) -> tuple[jax.Array, jax.Array]:

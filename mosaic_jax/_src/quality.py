@@ -55,7 +55,31 @@ class SeamMetric(NamedTuple):
     per_frame: list
 
 
-def seam_metric(mosaic, wcs: WCS, frames, *, block: int = 32, erode: int = 8, min_blocks: int = 6,
+QUALITY_BLOCK_DEFAULT = 32
+
+
+def seam_fit(k: int, bf, bm, sig, min_blocks: int = 6):
+    """One frame's seam figure from its block medians ``bf`` and the mosaic's ``bm``
+    (``[by, bx, C]``) and its noise ``sig [C]``: per channel an LAD fit ``bm = a bf + b`` ->
+    ``(report row, rms or None, rms in noise units or None)``."""
+    res, res_s, fits_ = [], [], []
+    for c in range(bf.shape[-1]):
+        ok = np.isfinite(bf[..., c]) & np.isfinite(bm[..., c])
+        if ok.sum() < min_blocks:
+            continue
+        a, b, e = lad_fit(bf[..., c][ok], bm[..., c][ok])
+        res.append(e)
+        res_s.append(e / max(abs(a) * float(sig[c]), 1e-30))
+        fits_.append((a, b))
+    if not res:
+        return {"frame": k, "blocks": 0}, None, None
+    e, es = np.concatenate(res), np.concatenate(res_s)
+    f_rms, f_rms_s = float(np.sqrt(np.mean(e ** 2))), float(np.sqrt(np.mean(es ** 2)))
+    return ({"frame": k, "blocks": int(e.size // len(res)), "rms": f_rms, "rms_sigma": f_rms_s,
+             "gain_offset": [[float(a), float(b)] for a, b in fits_]}, f_rms, f_rms_s)
+
+
+def seam_metric(mosaic, wcs: WCS, frames, *, block: int = QUALITY_BLOCK_DEFAULT, erode: int = 8, min_blocks: int = 6,
                 backend: str = "jax", boxes=None) -> SeamMetric:
     """How far a mosaic is from every input frame up to one gain and offset per frame.
 
@@ -93,24 +117,11 @@ def seam_metric(mosaic, wcs: WCS, frames, *, block: int = 32, erode: int = 8, mi
         r = np.where(foot[..., None], r, np.nan)
         mm = np.where(foot[..., None], mk, np.nan)
         bf, bm = block_medians(r, block), block_medians(mm, block)
-        res, res_s, fits_ = [], [], []
-        for c in range(C):
-            ok = np.isfinite(bf[..., c]) & np.isfinite(bm[..., c])
-            if ok.sum() < min_blocks:
-                continue
-            a, b, e = lad_fit(bf[..., c][ok], bm[..., c][ok])
-            res.append(e)
-            res_s.append(e / max(abs(a) * float(sig[c]), 1e-30))
-            fits_.append((a, b))
-        if not res:
-            per.append({"frame": k, "blocks": 0})
-            continue
-        e, es = np.concatenate(res), np.concatenate(res_s)
-        f_rms, f_rms_s = float(np.sqrt(np.mean(e ** 2))), float(np.sqrt(np.mean(es ** 2)))
-        rms.append(f_rms)
-        rms_s.append(f_rms_s)
-        per.append({"frame": k, "blocks": int(e.size // len(res)), "rms": f_rms, "rms_sigma": f_rms_s,
-                    "gain_offset": [[float(a), float(b)] for a, b in fits_]})
+        row, e, es = seam_fit(k, bf, bm, sig, min_blocks)
+        per.append(row)
+        if e is not None:
+            rms.append(e)
+            rms_s.append(es)
     if not rms:
         return SeamMetric(float("nan"), float("nan"), per)
     return SeamMetric(float(np.sqrt(np.mean(np.square(rms)))), float(np.sqrt(np.mean(np.square(rms_s)))), per)

@@ -238,6 +238,23 @@ def _compact(v, wt, depth: int):
     return jnp.where(ok[..., None], vv, jnp.nan), ww
 
 
+def combine_values(v, wt, klo, khi, lims, *, reject: str, n_iter: int):
+    """Reject and average one block of a stack: ``v [D, ..., C]`` (NaN = no data), weights
+    ``wt [D, ...]`` -> ``(mean [..., C] (NaN where nothing is kept), kept count [...] (mean over C))``."""
+    fin = jnp.isfinite(v)
+    if reject == "kappa":
+        keep = _kappa_keep(v, fin, klo, khi, n_iter)
+    elif reject == "winsorized":
+        keep = _winsorized_keep(v, fin, klo, khi, lims, n_iter)
+    else:
+        keep = fin
+    ww = jnp.where(keep, wt[..., None], 0.0)
+    den = _sum0(ww)
+    num = _sum0(ww * jnp.where(keep, v, 0.0))
+    out = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+    return out, jnp.mean(_sum0(keep).astype(jnp.float32), axis=-1)
+
+
 @partial(jax.jit, static_argnames=("reject", "n_iter", "chunk", "depth"))
 def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int, depth: int):
     N, H, W, C = f.shape
@@ -250,18 +267,7 @@ def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int, dept
         v, wt = args  # [N, chunk, W, C], [N, chunk, W]
         if depth < N:
             v, wt = _compact(v, wt, depth)
-        fin = jnp.isfinite(v)
-        if reject == "kappa":
-            keep = _kappa_keep(v, fin, klo, khi, n_iter)
-        elif reject == "winsorized":
-            keep = _winsorized_keep(v, fin, klo, khi, lims, n_iter)
-        else:
-            keep = fin
-        ww = jnp.where(keep, wt[..., None], 0.0)
-        den = _sum0(ww)
-        num = _sum0(ww * jnp.where(keep, v, 0.0))
-        out = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
-        return out, jnp.mean(_sum0(keep).astype(jnp.float32), axis=-1)
+        return combine_values(v, wt, klo, khi, lims, reject=reject, n_iter=n_iter)
 
     out, cov = lax.map(one, (fp, wp))
     return out.reshape(Hp, W, C)[:H], cov.reshape(Hp, W)[:H]
