@@ -180,9 +180,10 @@ def stack_tiles(grid, windows, work: WorkDir, fweight, cfg, C: int, *, batch_byt
     return [i for i in sorted(plans) if work.has(("tm", i), "finite")]
 
 
-def read_tile(work: WorkDir, i: int, name: str = "d", box=None) -> np.ndarray:
-    """A stored tile array (``d`` with its RGB gains applied), or its tile-relative box."""
-    a = work.get(("t", i), name, box)
+def read_tile(work: WorkDir, i: int, name: str = "d", box=None, step: int = 1) -> np.ndarray:
+    """A stored tile array (``d`` with its RGB gains applied), or its tile-relative box (every
+    ``step``-th pixel)."""
+    a = work.get(("t", i), name, box, step)
     return a * work.get(("tm", i), "rgb_gains") if name == "d" else a
 
 
@@ -234,7 +235,11 @@ def tile_pair_fits(grid, work: WorkDir, ids, cfg, C: int, *, batch_bytes: float,
     boxes = [((i, j), box) for a_i, i in enumerate(ids) for j in ids[a_i + 1:]
              for box in [grid.tiles[i].intersection(grid.tiles[j])] if box is not None]
     sides = [sorted((y1 - y0, x1 - x0)) for _, (y0, x0, y1, x1) in boxes]
-    bucket = tuple(-(-max((s[k] for s in sides), default=1) // 64) * 64 for k in (0, 1))  # (short, long)
+    # overlaps are read on a regular subgrid of step g (a gain and offset need no more than
+    # PAIR_FIT_PIXELS pixels): masks are eroded by ceil(erode / g) steps there
+    g = max(1, int(np.sqrt(max((a * b for a, b in sides), default=1) / (2 * PAIR_FIT_PIXELS))))
+    erode = -(-int(cfg.erode) // g)
+    bucket = tuple(-(-max((-(-s[k] // g) for s in sides), default=1) // 16) * 16 for k in (0, 1))  # (short, long)
     per_pair = PAIR_FIT_PIXELS * C * 4 * 2 * 4
     chunk = max(8, int(batch_bytes // per_pair))
     out = []
@@ -245,18 +250,17 @@ def tile_pair_fits(grid, work: WorkDir, ids, cfg, C: int, *, batch_bytes: float,
             ti, tj = grid.tiles[i], grid.tiles[j]
             ri = (box[0] - ti.y0, box[1] - ti.x0, box[2] - ti.y0, box[3] - ti.x0)
             rj = (box[0] - tj.y0, box[1] - tj.x0, box[2] - tj.y0, box[3] - tj.x0)
-            a, ca = read_tile(work, i, "d", ri), read_tile(work, i, "c", ri)
-            b, cb = read_tile(work, j, "d", rj), read_tile(work, j, "c", rj)
+            a, ca = read_tile(work, i, "d", ri, g), read_tile(work, i, "c", ri, g)
+            b, cb = read_tile(work, j, "d", rj, g), read_tile(work, j, "c", rj, g)
             if a.shape[0] > a.shape[1]:  # short side first: one bucketed shape for all strips
                 a, b, ca, cb = (np.swapaxes(v, 0, 1) for v in (a, b, ca, cb))
             a, b, ca, cb = (_pad_to(v, bucket) for v in (a, b, ca, cb))
-            m = np.asarray(_pair_mask(ca, cb, a, b, jnp.float32(cfg.min_coverage), int(cfg.erode)))
+            m = np.asarray(_pair_mask(ca, cb, a, b, jnp.float32(cfg.min_coverage), erode))
             n = int(m.sum())
             if n < MIN_PAIR_PIXELS:
                 continue
-            g = max(1, int(np.sqrt(n / PAIR_FIT_PIXELS)))  # a regular subgrid first: a gain needs no more
-            ms = m[::g, ::g]
-            va, vb = a[::g, ::g][ms], b[::g, ::g][ms]
+            va, vb = a[m], b[m]
+            n *= g * g  # pixels of the overlap the fit stands for
             step = -(-len(va) // PAIR_FIT_PIXELS)
             va, vb = va[::step], vb[::step]
             s = max(1, len(va) // DIFF_SAMPLES)
@@ -265,9 +269,9 @@ def tile_pair_fits(grid, work: WorkDir, ids, cfg, C: int, *, batch_bytes: float,
             continue
         sa = np.stack([noise[i] for (i, _), *_ in got])
         sb = np.stack([noise[j] for (_, j), *_ in got])
-        g, o = _fit_packed([(va, vb) for _, _, va, vb, _ in got], sa, sb, cfg, C)
+        fg, fo = _fit_packed([(va, vb) for _, _, va, vb, _ in got], sa, sb, cfg, C)
         for k, ((i, j), n, _, _, smp) in enumerate(got):
-            out.append(((i, j), g[k], o[k], n, smp, sa[k]))
+            out.append(((i, j), fg[k], fo[k], n, smp, sa[k]))
     if cluster.count > 1:
         _exchange(work, cluster, out, C)
         out = _gathered(work, cluster)
