@@ -2,7 +2,7 @@
 frames, in the same run: wall time, their ratio, the seam metric of each, peak memory.
 
 Usage:
-  python -m experiments.bench_mosaic [INPUT ...] [--json] [--tile-size-factor F]
+  python -m experiments.bench_mosaic [INPUT ...] [--json] [--no-seams] [--no-reference] [--tile-size-factor F]
   python -m experiments.bench_mosaic --astro      # ../shared/data/astro: 2MASS cut into frames, Seestar
 
 Without input it simulates a colour sky (known truth) and also prints the error of the tiles'
@@ -126,18 +126,25 @@ def truth_metrics(mosaic, wcs, grid, truth_dir, ideal=None) -> dict:
             "channel_ratio_spread_pct_max": float(max(out["channel_ratio_spread_pct"], default=0.0))}
 
 
-def bench(name, inputs, cfg, truth_dir=None, anchor_tools=("reproject",)) -> dict:
+def bench(name, inputs, cfg, truth_dir=None, anchor_tools=("reproject",), seams: bool = True) -> dict:
     paths = [p for p, _, _ in mj.find_inputs(inputs)]
     res, t_ours, mem_ours = run_pipeline(inputs, cfg)  # first call: tracing + compiling included
-    _, t_steady, _ = run_pipeline(inputs, cfg)  # steady state: every function already compiled
+    _, t_steady, mem_steady = run_pipeline(inputs, cfg)  # steady state: every function already compiled
+    row = {"dataset": name, "frames": len(paths), "canvas": list(res.grid.shape), "tiles": len(res.grid.tiles),
+           "tile_size": res.grid.tile_size, "ours_first_s": t_ours, "ours_steady_s": t_steady,
+           "ours_peak_mib": mem_ours, "ours_steady_peak_mib": mem_steady, "devices": res.report["devices"],
+           "stage_s": res.report["timings_s"]}
+    if "reproject" not in anchor_tools:
+        return row
     ref, t_ref, mem_ref, frames = run_reproject_and_coadd(paths, res.wcs, res.grid.shape)
+    row.update(reference_s=t_ref, reference_peak_mib=mem_ref, time_ratio=t_ours / t_ref,
+               time_ratio_steady=t_steady / t_ref, memory_ratio=mem_ours / max(mem_ref, 1e-9))
+    if not seams:
+        return row
     sm_ours = seam_metric(res.mosaic, res.wcs, frames, boxes=None)
     sm_ref = seam_metric(ref, res.wcs, frames, boxes=None)
-    row = {"dataset": name, "frames": len(frames), "canvas": list(res.grid.shape), "tiles": len(res.grid.tiles),
-           "tile_size": res.grid.tile_size, "ours_s": t_ours, "ours_steady_s": t_steady,
-           "reproject_and_coadd_s": t_ref, "time_ratio": t_ours / t_ref, "time_ratio_steady": t_steady / t_ref, "seam_ours": sm_ours.rms, "seam_ours_sigma": sm_ours.rms_sigma,
-           "seam_rac": sm_ref.rms, "seam_rac_sigma": sm_ref.rms_sigma, "mem_ours_mb": mem_ours,
-           "mem_rac_mb": mem_ref, "stage_s": res.report["timings_s"]}
+    row.update(seam_ours=sm_ours.rms, seam_ours_sigma=sm_ours.rms_sigma, seam_rac=sm_ref.rms,
+               seam_rac_sigma=sm_ref.rms_sigma)
     edges = [(d.shape[:2], w) for d, w in frames]  # the solved frames' edges, for every tool
     row["seam_steps_ours_sigma"] = seam_steps(res.mosaic, res.wcs, edges).rms_sigma
     row["seam_steps_rac_sigma"] = seam_steps(ref, res.wcs, edges).rms_sigma
@@ -178,7 +185,9 @@ def main(argv=None) -> int:
     ap.add_argument("--astro", action="store_true", help="the real frames in ../shared/data/astro")
     ap.add_argument("--tile-size-factor", type=float, default=None)
     ap.add_argument("--grid", default="4x4", help="simulated pointings (default 4x4)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="one JSON line per dataset")
+    ap.add_argument("--no-seams", action="store_true", help="skip the seam figures (they reproject every frame again)")
+    ap.add_argument("--no-reference", action="store_true", help="time our pipeline only")
     ap.add_argument("--anchors", default="reproject", help="anchor tools: reproject[,montage] (MontagePy)")
     ap.add_argument("--no-compile-cache", action="store_true",
                     help="do not use the persistent compilation cache that `python -m mosaic_jax build` uses")
@@ -191,7 +200,7 @@ def main(argv=None) -> int:
     if not args.no_compile_cache:
         _enable_compilation_cache()
 
-    tools = tuple(t for t in args.anchors.split(",") if t)
+    tools = tuple(t for t in args.anchors.split(",") if t and not (args.no_reference and t == "reproject"))
     if "montage" in tools and not anchors.montage_available():
         print("MontagePy is not installed: Montage left out", file=sys.stderr)
         tools = tuple(t for t in tools if t != "montage")
@@ -208,7 +217,7 @@ def main(argv=None) -> int:
             rows.append(bench("2mass_jhk_3x3", [str(d2)], cfg, anchor_tools=tools))
             rows.append(bench("seestar_ngc7023", [str(ASTRO / "seestar_ngc7023")], cfg, anchor_tools=tools))
         elif args.inputs:
-            rows.append(bench("inputs", args.inputs, cfg, anchor_tools=tools))
+            rows.append(bench("inputs", args.inputs, cfg, anchor_tools=tools, seams=not args.no_seams))
         else:
             gy, gx = (int(v) for v in args.grid.lower().split("x"))
             mosaic_jax.simulate.simulate_dataset(tmp, grid=(gy, gx), frame_shape=(160, 200), rgb=True, seed=1)
@@ -216,19 +225,24 @@ def main(argv=None) -> int:
                 cfg = mj.MosaicConfig(quality=False, tile_size_factor=1.5)
             rows.append(bench(f"simulated_rgb_{gy}x{gx}", [tmp], cfg, truth_dir=tmp, anchor_tools=tools))
     if args.json:
-        print(json.dumps(rows, indent=1))
+        for r in rows:
+            print(json.dumps(r))
         return 0
     for r in rows:
+        if "seam_ours" not in r:
+            print(json.dumps(r, indent=1))
+            continue
         print(f"{r['dataset']}: {r['frames']} frames, canvas {r['canvas']}, {r['tiles']} tiles of {r['tile_size']} px")
-        print(f"  wall time: ours {r['ours_s']:.2f} s first call ({r['ours_steady_s']:.2f} s steady state), "
-              f"reproject_and_coadd {r['reproject_and_coadd_s']:.2f} s; ratio {r['time_ratio']:.2f} "
+        print(f"  wall time: ours {r['ours_first_s']:.2f} s first call ({r['ours_steady_s']:.2f} s steady state), "
+              f"reproject_and_coadd {r['reference_s']:.2f} s; ratio {r['time_ratio']:.2f} "
               f"({r['time_ratio_steady']:.2f} steady)")
         print(f"  seam metric: ours {r['seam_ours']:.4g} ({r['seam_ours_sigma']:.3f} sigma), reproject_and_coadd "
               f"{r['seam_rac']:.4g} ({r['seam_rac_sigma']:.3f} sigma)")
         print(f"  seam steps (noise units): ours {r['seam_steps_ours_sigma']:.3f}, reproject_and_coadd "
               f"{r['seam_steps_rac_sigma']:.3f}" + (f", Montage {r['seam_steps_montage_sigma']:.3f} "
                                                     f"({r['montage_s']:.2f} s)" if "montage_s" in r else ""))
-        print(f"  peak memory above start: ours {r['mem_ours_mb']:.0f} MiB, reproject_and_coadd {r['mem_rac_mb']:.0f} MiB")
+        print(f"  peak memory above start: ours {r['ours_peak_mib']:.0f} MiB, reproject_and_coadd "
+              f"{r['reference_peak_mib']:.0f} MiB")
         print("  stages: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_s"].items()))
         for who, what in (("ours", "ours vs ideal mosaic"), ("rac", "reproject_and_coadd vs ideal mosaic"),
                           ("sky_ours", "ours vs true sky"), ("sky_ideal", "ideal mosaic vs true sky (resampling floor)")):

@@ -56,6 +56,30 @@ def peak_rss_mb() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / 2 ** 20
 
 
+def _release() -> None:
+    """Hand freed memory back to the system between stages (glibc keeps freed heap pages
+    resident otherwise: a stage's temporaries would add to the next stage's peak)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def _limit_arenas(n: int = 2) -> None:
+    """At most ``n`` glibc malloc arenas: the runtime's worker threads otherwise each keep an
+    arena of freed buffers (64 MiB each, resident), which adds to every stage's peak."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-8, int(n))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def _frame_weights(noise, fgain):
     with warnings.catch_warnings():  # frames with no pixel on the grid have no noise: NaN, weight 0
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -93,6 +117,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
       usable or the frames do not form one mosaic.
     """
     cluster = cluster or Cluster()
+    _limit_arenas()
     timer = _Timer()
     report: dict = {"inputs_used": [], "inputs_skipped": [], "config": asdict(cfg)}
     t0 = time.perf_counter()
@@ -115,6 +140,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
     try:
         # ---- frames: reproject once, then one gain + sky per frame ------------------------------
         windows, noise = reproject_frames(frames, grid, cfg, work, timer, cluster, progress)
+        _release()
         if not windows:
             raise MosaicInputError("no frame has data on the grid")
         t0 = time.perf_counter()
@@ -122,6 +148,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
                                               cluster=cluster)
         fgain = np.ones((len(frames), C), np.float32) if sky is None else sky.gains
         fweight = _frame_weights(noise, fgain)
+        _release()
         timer.add("frame_normalisation", time.perf_counter() - t0)
         report["frames"] = [{"index": k, "file": frames[k].name, "gains": np.asarray(fgain[k]).tolist(),
                              "sky_degree": None if sky is None else int(sky.degrees[k]),
@@ -135,6 +162,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
         ids = stack_tiles(grid, windows, work, fweight, cfg, C, batch_bytes=budget, width=width, cluster=cluster,
                           timer=timer, progress=progress)
         timer.add("stack", time.perf_counter() - t0)
+        _release()
         if not ids:
             raise MosaicInputError("no frame has data on the grid")
         t0 = time.perf_counter()
@@ -143,6 +171,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
         gains, offsets, ref = solve_tiles(grid, work, ids, pairs, pg, po, cnt, cfg, C)
         before, after = pair_differences(pairs, samples, gains, offsets)
         timer.add("photometry", time.perf_counter() - t0)
+        _release()
         # ---- canvas ------------------------------------------------------------------------------
         t0 = time.perf_counter()
         mosaic, weight = assemble_canvas(grid, work, ids, gains, offsets, C, batch_bytes=budget)
