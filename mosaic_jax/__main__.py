@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--two-pass", action="store_true", help="refit tiles to the first mosaic, assemble again")
     b.add_argument("--backend", choices=("jax", "reproject"), default="jax")
     b.add_argument("--no-quality", action="store_true", help="skip the seam metric in report.json")
+    b.add_argument("--memory-limit", type=float, default=None, metavar="MIB",
+                   help="memory budget in MiB (default: a quarter of this machine's memory)")
+    b.add_argument("--work-dir", default=None,
+                   help="folder for the build's frames and tiles (default: a temporary folder; several "
+                        "processes need one they all see)")
+    m = b.add_argument_group("several processes (hosts)")
+    m.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0")
+    m.add_argument("--num-processes", type=int, default=None, metavar="N")
+    m.add_argument("--process-id", type=int, default=None, metavar="I")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     s = sub.add_parser("simulate", help="write simulated plate-solved frames with known truth")
     s.add_argument("-o", "--out", required=True, help="output folder")
@@ -127,9 +136,16 @@ def main(argv=None) -> int:
         import mosaic_jax as mj
 
         kw = {k: v for k, v in (("tile_size_factor", args.tile_size_factor), ("overlap", args.overlap)) if v is not None}
+        cluster = mj.initialize(args.coordinator, args.num_processes, args.process_id)
+        work_dir = args.work_dir
+        if cluster.count > 1 and work_dir is None:
+            work_dir = str(Path(args.out) / ".mosaic_jax_work")  # on the output's file system
         cfg = mj.MosaicConfig(reject=args.reject, solve=args.solve, two_pass=args.two_pass, backend=args.backend,
-                              quality=not args.no_quality, sky=args.sky, fit_gains=not args.no_gains, **kw)
+                              quality=not args.no_quality, sky=args.sky, fit_gains=not args.no_gains,
+                              memory_limit_mb=args.memory_limit, work_dir=work_dir, **kw)
         inputs = args.inputs
+        if not inputs and cluster.count > 1:
+            raise ValueError("the demo runs in one process: give INPUT frames to a multi-process build")
         with tempfile.TemporaryDirectory(prefix="mosaic_jax_demo_") as tmp:
             if not inputs:
                 from mosaic_jax.simulate import simulate_dataset
@@ -141,11 +157,13 @@ def main(argv=None) -> int:
                       f"({DEMO['grid'][0]}x{DEMO['grid'][1]} frames, tile size factor {cfg.tile_size_factor})",
                       file=sys.stderr)
                 inputs = [tmp]
-            res = mj.build_mosaic(inputs, cfg, progress=not args.quiet)
+            res = mj.build_mosaic(inputs, cfg, progress=not args.quiet and cluster.leader, cluster=cluster)
+            if not cluster.leader:
+                return 0
             mj.write_outputs(res, args.out)
         print(_summary(res.report))
         return 0
-    except (MosaicInputError, ValueError, OSError) as e:
+    except (MosaicInputError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -206,7 +206,7 @@ def _rel(win, box):
 
 PSF_BLURS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # Gaussian sigmas (px) tried to match the two frames' seeing
 SEEING_GAIN = 0.5  # a blur is used only if it at least halves the pair's decorrelation 1 - r
-SEEING_SIDE = 256  # the seeing is judged on the overlap's central SEEING_SIDE^2 pixels
+SEEING_SIDE = 160  # the seeing is judged on the overlap's central SEEING_SIDE^2 pixels
 HIGH_PASS = 8.0  # ... of the luminance less its blur by this sigma (the frames' own skies differ)
 
 

@@ -139,40 +139,47 @@ def stack_tiles(grid, windows, work: WorkDir, fweight, cfg, C: int, *, batch_byt
     klo, khi = (jnp.float32(k) for k in cfg.kappa)
     lims = jnp.asarray((0.05, 0.05), jnp.float32)
     jobs = [(i, r0) for i in mine for r0 in range(0, S_h, rows)]
+    depth = {i: len(plans[i]) + len(plans[i]) % 2 for i in mine}  # even depths: fewer programs
+    calls = []  # B bands of one depth per call
+    for s0 in range(0, len(jobs), B):
+        group = jobs[s0:s0 + B]
+        for D in sorted({depth[i] for i, _ in group}):
+            calls.append((D, [(i, r0) for i, r0 in group if depth[i] == D]))
     bar = tqdm(total=len(jobs), desc="tiles", unit="band", disable=not progress)
     writers, left = {}, {i: -(-S_h // rows) for i in mine}
     t_host = t_dev = 0.0
-    # jobs grouped by depth bucket, B bands per call
-    for s0 in range(0, len(jobs), B):
-        group = jobs[s0:s0 + B]
-        depths = {len(plans[i]) + len(plans[i]) % 2 for i, _ in group}
-        for D in sorted(depths):
-            sub = [(i, r0) for i, r0 in group if len(plans[i]) + len(plans[i]) % 2 == D]
-            t0 = time.perf_counter()
-            cube = np.full((B, D, rows, S_w, C), np.nan, np.float32)
-            wts = np.zeros((B, D, rows, S_w), np.float32)
-            for b, (i, r0) in enumerate(sub):
-                _fill_band(cube[b], wts[b], plans[i], windows, work, fweight, grid.tiles[i], r0, min(S_h, r0 + rows))
-            t1 = time.perf_counter()
-            out, kept = jax.device_get(stack_bands(*shard_batch(mesh, cube, wts), klo, khi, lims,
-                                                   reject=cfg.reject, n_iter=5))
-            t2 = time.perf_counter()
-            del cube, wts
-            for b, (i, r0) in enumerate(sub):
-                if i not in writers:
-                    writers[i] = (work.create(("t", i), "d", (S_h, S_w, C)), work.create(("t", i), "c", (S_h, S_w)))
-                n = min(S_h, r0 + rows) - r0
-                writers[i][0].write(r0, out[b, :n])
-                writers[i][1].write(r0, kept[b, :n])
-                left[i] -= 1
-                if left[i] == 0:
-                    for wr in writers.pop(i):
-                        wr.close()
-                    used = {k for lay in plans[i] for k, _ in lay}
-                    finish_tile(work, grid.tiles[i], C, width, used)
-            t_host += t1 - t0 + time.perf_counter() - t2
-            t_dev += t2 - t1
-            bar.update(len(sub))
+
+    def dispatch(D, sub):
+        cube = np.full((B, D, rows, S_w, C), np.nan, np.float32)
+        wts = np.zeros((B, D, rows, S_w), np.float32)
+        for b, (i, r0) in enumerate(sub):
+            _fill_band(cube[b], wts[b], plans[i], windows, work, fweight, grid.tiles[i], r0, min(S_h, r0 + rows))
+        return stack_bands(*shard_batch(mesh, cube, wts), klo, khi, lims, reject=cfg.reject, n_iter=5)
+
+    # one call in flight: the host fills the next batch while the devices stack this one
+    pending = dispatch(*calls[0]) if calls else None
+    for c, (D, sub) in enumerate(calls):
+        t0 = time.perf_counter()
+        nxt = dispatch(*calls[c + 1]) if c + 1 < len(calls) else None
+        t1 = time.perf_counter()
+        out, kept = jax.device_get(pending)
+        t2 = time.perf_counter()
+        pending = nxt
+        for b, (i, r0) in enumerate(sub):
+            if i not in writers:
+                writers[i] = (work.create(("t", i), "d", (S_h, S_w, C)), work.create(("t", i), "c", (S_h, S_w)))
+            n = min(S_h, r0 + rows) - r0
+            writers[i][0].write(r0, out[b, :n])
+            writers[i][1].write(r0, kept[b, :n])
+            left[i] -= 1
+            if left[i] == 0:
+                for wr in writers.pop(i):
+                    wr.close()
+                used = {k for lay in plans[i] for k, _ in lay}
+                finish_tile(work, grid.tiles[i], C, width, used)
+        t_host += t1 - t0 + time.perf_counter() - t2
+        t_dev += t2 - t1
+        bar.update(len(sub))
     bar.close()
     timer.add("stack_host", t_host)
     timer.add("stack_device", t_dev)

@@ -125,6 +125,10 @@ class WorkDir:
         else:
             for p in self.written:
                 p.unlink(missing_ok=True)
+            try:
+                self.root.rmdir()  # only once every process sharing it has cleaned up
+            except OSError:
+                pass
 
 
 class RowWriter:
