@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import jax
@@ -79,12 +80,13 @@ class Cluster:
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               *, heartbeat_timeout_s: int = 30) -> Cluster:
+               *, heartbeat_timeout_s: int | None = None) -> Cluster:
     """Join a multi-process build (``jax.distributed.initialize``; CPU collectives via gloo).
 
     With no arguments: one process. ``coordinator`` is ``HOST:PORT`` of process 0; every process
     gives the same ``num_processes`` and its own ``process_id``. A process that stops answering
-    for ``heartbeat_timeout_s`` makes the others stop with an error.
+    for ``heartbeat_timeout_s`` (default ``$MOSAIC_JAX_PROCESS_TIMEOUT_S`` or 30 s) makes the
+    others stop with an error; processes that do not all join within twice that fail the same way.
     """
     if coordinator is None and num_processes in (None, 1):
         return Cluster()
@@ -95,10 +97,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
+    if heartbeat_timeout_s is None:
+        heartbeat_timeout_s = int(os.environ.get("MOSAIC_JAX_PROCESS_TIMEOUT_S", "30"))
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes, process_id,
-                               heartbeat_timeout_seconds=int(heartbeat_timeout_s),
-                               initialization_timeout=max(60, int(heartbeat_timeout_s) * 4))
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id,
+                                   heartbeat_timeout_seconds=int(heartbeat_timeout_s),
+                                   initialization_timeout=max(10, 2 * int(heartbeat_timeout_s)))
+    except Exception as e:  # e.g. a process that never joined (DEADLINE_EXCEEDED)
+        raise RuntimeError(f"multi-host build: the {num_processes} processes did not all join at {coordinator} "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     log.info("[GRID] process %d of %d, %d local device(s) of %d", process_id, num_processes,
              len(jax.local_devices()), len(jax.devices()))
     return Cluster(int(process_id), int(num_processes))

@@ -192,6 +192,24 @@ def _open(path):
         raise MosaicInputError(f"{path}: not a readable FITS file ({type(e).__name__}: {e})") from None
 
 
+def _check_size(path, hdul, i: int) -> None:
+    """A header that claims more data than the file holds is refused before anything is read
+    (astropy would first allocate what the header claims)."""
+    hdu = hdul[i]
+    if isinstance(hdu, fits.CompImageHDU) or str(path).lower().endswith(".gz"):
+        return
+    need = int(hdu.size)  # bytes of data the header claims
+    try:
+        start = int(hdul.fileinfo(i)["datLoc"])
+        have = os.path.getsize(path) - start
+    except (KeyError, TypeError, OSError):
+        return
+    if need > have:
+        dims = " x ".join(str(hdu.header.get(f"NAXIS{k}")) for k in range(1, int(hdu.header.get("NAXIS", 0)) + 1))
+        raise FrameSkipped(f"truncated or corrupt: the header claims {dims} pixels ({need / 2 ** 20:.1f} MiB of "
+                           f"data) but the file holds {max(have, 0) / 2 ** 20:.1f} MiB after it")
+
+
 def scan_frame(path, weight: float = 1.0, exposure: float | None = None, *, allow_unsolved: bool = False) -> FrameInfo:
     """Read a frame's header and check its pixels once.
 
@@ -216,6 +234,7 @@ def scan_frame(path, weight: float = 1.0, exposure: float | None = None, *, allo
             if not allow_unsolved:
                 raise
             wcs, source = None, "none"
+        _check_size(path, hdul, i)
         try:
             data = hdul[i].data
         except Exception as e:
