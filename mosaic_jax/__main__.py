@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -165,6 +166,9 @@ def main(argv=None) -> int:
         return 0
     except (MosaicInputError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if "cluster" in locals() and cluster.count > 1:  # leave now: jax.distributed's shutdown would
+            sys.stderr.flush()                             # wait for the lost process, then abort
+            os._exit(2)
         return 2
 
 

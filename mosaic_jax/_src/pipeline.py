@@ -191,8 +191,10 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
             timer.add("quality", time.perf_counter() - t0)
             report["seam_metric"] = {"rms": sm.rms, "rms_sigma": sm.rms_sigma, "per_frame": sm.per_frame}
         cluster.barrier("done")
-    finally:
-        work.close()
+    except BaseException:
+        work.close(everything=cluster.count > 1 and cluster.leader)  # a failed build leaves no work behind
+        raise
+    work.close()
     report["grid"] = grid.describe()
     report["channels"] = C
     report["reference_tile"] = ref

@@ -118,12 +118,15 @@ class WorkDir:
             p.unlink(missing_ok=True)
             self.written.discard(p)
 
-    def close(self) -> None:
+    def close(self, everything: bool = False) -> None:
+        """Remove what this object wrote (``everything``: every work array in the folder, also
+        other processes' - after a failed multi-process build)."""
         self.mem.clear()
         if self.own:
             shutil.rmtree(self.root, ignore_errors=True)
         else:
-            for p in self.written:
+            for p in list(self.written) + (list(self.root.glob("*.npy")) + list(self.root.glob("*.tmp"))
+                                           if everything else []):
                 p.unlink(missing_ok=True)
             try:
                 self.root.rmdir()  # only once every process sharing it has cleaned up
