@@ -127,10 +127,12 @@ def main(argv=None) -> int:
                  f"peak {r['reference_peak_mib']:.0f} MiB; time ratio {r['time_ratio']:.2f}, memory ratio "
                  f"{r['memory_ratio']:.2f}" if "reference_s" in r else "; reproject not run"), flush=True)
         (out / "scale.json").write_text(json.dumps(rows, indent=1))
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
-        print(f"time per frame (first call) from N={a['n']} to N={b['n']}: "
-              f"{100 * (b['ours_first_s_per_frame'] / a['ours_first_s_per_frame'] - 1):+.0f} %")
+    by_n = {r["n"]: r for r in rows}
+    for a, b in ((100, 400), (400, 800)):
+        if a in by_n and b in by_n:
+            for k in ("first", "steady"):
+                ra, rb = by_n[a][f"ours_{k}_s_per_frame"], by_n[b][f"ours_{k}_s_per_frame"]
+                print(f"time per frame ({k}) from N={a} to N={b}: {100 * (rb / ra - 1):+.0f} %")
     plot(rows, out / "scale.png")
     print(f"wrote {out / 'scale.json'} and {out / 'scale.png'}")
     return 0

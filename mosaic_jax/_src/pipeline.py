@@ -148,7 +148,6 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
                                               cluster=cluster)
         fgain = np.ones((len(frames), C), np.float32) if sky is None else sky.gains
         fweight = _frame_weights(noise, fgain)
-        _release()
         timer.add("frame_normalisation", time.perf_counter() - t0)
         report["frames"] = [{"index": k, "file": frames[k].name, "gains": np.asarray(fgain[k]).tolist(),
                              "sky_degree": None if sky is None else int(sky.degrees[k]),
@@ -162,7 +161,6 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
         ids = stack_tiles(grid, windows, work, fweight, cfg, C, batch_bytes=budget, width=width, cluster=cluster,
                           timer=timer, progress=progress)
         timer.add("stack", time.perf_counter() - t0)
-        _release()
         if not ids:
             raise MosaicInputError("no frame has data on the grid")
         t0 = time.perf_counter()

@@ -77,15 +77,28 @@ def _eval_sky(model, u, v, star_xy, channels: int) -> np.ndarray:
     for c in range(channels):
         np.add.at(out[..., c], (py[ok], px[ok]), (val * col[:, c][:, None, None])[ok])
     return out
+SKY_ROWS = 512  # the sky is evaluated in blocks of this many rows (bounded temporaries)
+
+
 def simulate_sky(model, ref_wcs: WCS, wcs: WCS, shape, channels: int) -> np.ndarray:
-    """The true sky sampled at the pixels of ``wcs`` (shape ``(H, W)``) -> float64 ``[H, W, C]``."""
+    """The true sky sampled at the pixels of ``wcs`` (shape ``(H, W)``) -> float64 ``[H, W, C]``.
+
+    Only the stars near the image's footprint on the reference plane are transformed (a mosaic
+    of N frames costs O(N), not O(N^2)), and large images are evaluated in blocks of rows."""
     H, W = shape
-    X, Y = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
-    world = wcs.pixel_to_world_values(X.ravel(), Y.ravel())
-    u, v = ref_wcs.world_to_pixel_values(*world)
+    out = np.empty((H, W, channels), np.float64)
     st = model["stars"]
-    sx, sy = wcs.world_to_pixel_values(*ref_wcs.pixel_to_world_values(st["x"], st["y"]))
-    return _eval_sky(model, u.reshape(H, W), v.reshape(H, W), np.stack([sx, sy], 1), channels)
+    r = 6 * st["sigma"] + 2
+    for y0 in range(0, H, SKY_ROWS):
+        h = min(SKY_ROWS, H - y0)
+        X, Y = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(y0, y0 + h, dtype=np.float64))
+        u, v = ref_wcs.world_to_pixel_values(*wcs.pixel_to_world_values(X.ravel(), Y.ravel()))
+        u, v = u.reshape(h, W), v.reshape(h, W)
+        near = (st["x"] > u.min() - r) & (st["x"] < u.max() + r) & (st["y"] > v.min() - r) & (st["y"] < v.max() + r)
+        sub = dict(model, stars={k: (val[near] if np.ndim(val) else val) for k, val in st.items()})
+        sx, sy = wcs.world_to_pixel_values(*ref_wcs.pixel_to_world_values(st["x"][near], st["y"][near]))
+        out[y0:y0 + h] = _eval_sky(sub, u, v, np.stack([sx, sy - y0], 1), channels)
+    return out
 
 
 def mosaic_bayer(rgb: np.ndarray, pattern: str = "GRBG") -> np.ndarray:

@@ -159,7 +159,7 @@ class RowWriter:
         if rows.shape[1:] != self.shape[1:] or not 0 <= r0 <= r0 + rows.shape[0] <= self.shape[0]:
             raise ValueError(f"rows {rows.shape} at {r0} do not fit {self.shape}")
         self.fh.seek(self.offset + r0 * self.row_bytes)
-        self.fh.write(rows.tobytes())
+        self.fh.write(memoryview(rows).cast("B"))
 
     def close(self) -> None:
         self.fh.close()
