@@ -151,3 +151,26 @@ def test_header_claiming_more_data_than_the_file_fails_before_allocating(tmp_pat
     with pytest.raises(mj.MosaicInputError, match="header claims 100000 x 100000"):
         mj.build_mosaic([p], progress=False)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: nothing near 37 GiB
+
+
+def test_a_full_disk_during_the_write_leaves_no_file(sim_mono, tmp_path, monkeypatch):
+    """The FITS stream fails half way (ENOSPC): no mosaic.fits, no temporary file, nothing that
+    looks finished."""
+    import errno
+
+    r = mj.build_mosaic([sim_mono], mj.MosaicConfig(tile_size_factor=1.5, quality=False), progress=False)
+    calls = {"n": 0}
+    real = fits.StreamingHDU.write
+
+    def full(self, data):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(fits.StreamingHDU, "write", full)
+    monkeypatch.setattr("mosaic_jax._src.output.ROW_BLOCK_BYTES", 4096)  # several blocks: fail in the middle
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space"):
+        mj.write_outputs(r, out)
+    assert calls["n"] == 2 and list(out.iterdir()) == []
