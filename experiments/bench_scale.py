@@ -70,9 +70,13 @@ def run(n: int, data: Path, reference: bool) -> dict:
         raise RuntimeError(f"N={n}: bench_mosaic failed:\n{out.stderr[-3000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["n"] = n
+    return _per_frame(row)
+
+
+def _per_frame(row: dict) -> dict:
     for k in ("ours_first_s", "ours_steady_s", "reference_s"):
         if k in row:
-            row[k.replace("_s", "_s_per_frame")] = row[k] / row["frames"]
+            row[k[:-2] + "_s_per_frame"] = row[k] / row["frames"]
     return row
 
 
@@ -93,10 +97,14 @@ def plot(rows, path: Path) -> None:
     ax[1].plot(n, [r["ours_peak_mib"] for r in rows], "o-", label="mosaic_jax")
     if rr:
         ax[1].plot([r["n"] for r in rr], [r["reference_peak_mib"] for r in rr], "s-", label="reproject_and_coadd")
+    ax[1].plot(n, [r["canvas"][0] * r["canvas"][1] * 2 * 4 / 2 ** 20 for r in rows], "k:",
+               label="the canvas itself (mosaic + weight)")
     ax[1].set(xscale="log", yscale="log", xlabel="frames", ylabel="peak memory above start (MiB)",
               title="peak memory")
     for a in ax:
         a.grid(alpha=0.3)
+        a.set_xticks(n, [str(v) for v in n], minor=False)
+        a.set_xticks([], minor=True)
         a.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -110,12 +118,13 @@ def main(argv=None) -> int:
                     help="where the simulated frames are kept")
     ap.add_argument("--out", default="results/scale")
     ap.add_argument("--reference-max", type=int, default=400, help="largest N reproject is run on")
+    ap.add_argument("--replot", action="store_true", help="summarise and plot OUT/scale.json again, run nothing")
     args = ap.parse_args(argv)
     sizes = [int(v) for v in args.sizes.split(",") if v] + ([800] if args.full else [])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for n in sizes:
+    rows = [_per_frame(r) for r in json.loads((out / "scale.json").read_text())] if args.replot else []
+    for n in ([] if args.replot else sizes):
         data = _dataset(Path(args.data), n)
         ref = n <= args.reference_max and _reference_fits(n)
         r = run(n, data, ref)

@@ -355,12 +355,15 @@ def frame_pair_items(pairs, windows, work: WorkDir, *, batch_bytes: float, match
     return items
 
 
-def pack_pair_items(items):
+PAIR_CHUNK = 256  # frame pairs per pair_statistics call: memory independent of the number of frames
+
+
+def pack_pair_items(items, K: int | None = None, P: int | None = None):
     """Binned pairs -> padded ``(pairs [P, 2], A [P, K, C], B, M [P, K], YX [P, K, 2], boxes)``;
-    ``K`` and ``P`` are bucketed to powers of two (few compiled programs)."""
+    ``K`` and ``P`` are bucketed to powers of two unless given (few compiled programs)."""
     C = items[0][1].shape[-1]
-    K = min(PAIR_FIT_PIXELS, max(1 << 12, 1 << (max(len(v[1]) for v in items) - 1).bit_length()))
-    P = max(8, 1 << (len(items) - 1).bit_length())
+    K = K or min(PAIR_FIT_PIXELS, max(1 << 12, 1 << (max(len(v[1]) for v in items) - 1).bit_length()))
+    P = P or max(8, 1 << (len(items) - 1).bit_length())
     A = np.full((P, K, C), np.nan, np.float32)
     B = np.full((P, K, C), np.nan, np.float32)
     M = np.zeros((P, K), bool)
@@ -374,23 +377,54 @@ def pack_pair_items(items):
     return np.asarray([v[0] for v in items], np.int64), A, B, M, YX, boxes
 
 
-def _pair_stats(items, footprints, cfg, noise, degree):
-    pairs, A, B, M, YX, boxes = pack_pair_items(items)
+def _pair_stats(items, footprints, cfg, noise, degree, K: int):
+    """Sufficient statistics of binned pairs, ``PAIR_CHUNK`` pairs per call, ``K`` bins a pair."""
     n = len(footprints)
     norms = np.stack([frame_norm(footprints[k]) for k in range(n)])
-    P = A.shape[0]
-    pad = lambda x, fill: np.concatenate([x, np.full((P - len(x),) + x.shape[1:], fill, x.dtype)])  # noqa: E731
-    ni, nj = pad(norms[pairs[:, 0]].astype(np.float32), 1.0), pad(norms[pairs[:, 1]].astype(np.float32), 1.0)
-    npair = pad(np.stack([frame_norm(b) for b in boxes]).astype(np.float32), 1.0)
-    sa = pad(np.nan_to_num(noise[pairs[:, 0]], nan=1.0).astype(np.float32), 1.0)
-    sb = pad(np.nan_to_num(noise[pairs[:, 1]], nan=1.0).astype(np.float32), 1.0)
-    K = A.shape[1]
-    st = pair_statistics(jnp.asarray(A), jnp.asarray(B), jnp.asarray(M), jnp.asarray(YX), jnp.asarray(ni),
-                         jnp.asarray(nj), jnp.asarray(npair), jnp.asarray(sa), jnp.asarray(sb),
-                         jnp.asarray(bool(cfg.fit_gains)),
-                         (jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])),
-                         degree=degree, batch=max(1, (1 << 17) // K))
-    return pairs, [np.asarray(x)[:len(pairs)] for x in st]
+    P = min(PAIR_CHUNK, max(8, 1 << (len(items) - 1).bit_length()))
+    all_pairs, out = [], []
+    for c0 in range(0, len(items), P):
+        pairs, A, B, M, YX, boxes = pack_pair_items(items[c0:c0 + P], K, P)
+        pad = lambda x, fill: np.concatenate([x, np.full((P - len(x),) + x.shape[1:], fill, x.dtype)])  # noqa: E731
+        ni, nj = pad(norms[pairs[:, 0]].astype(np.float32), 1.0), pad(norms[pairs[:, 1]].astype(np.float32), 1.0)
+        npair = pad(np.stack([frame_norm(b) for b in boxes]).astype(np.float32), 1.0)
+        sa = pad(np.nan_to_num(noise[pairs[:, 0]], nan=1.0).astype(np.float32), 1.0)
+        sb = pad(np.nan_to_num(noise[pairs[:, 1]], nan=1.0).astype(np.float32), 1.0)
+        st = pair_statistics(jnp.asarray(A), jnp.asarray(B), jnp.asarray(M), jnp.asarray(YX), jnp.asarray(ni),
+                             jnp.asarray(nj), jnp.asarray(npair), jnp.asarray(sa), jnp.asarray(sb),
+                             jnp.asarray(bool(cfg.fit_gains)),
+                             (jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])),
+                             degree=degree, batch=max(1, (1 << 17) // K))
+        all_pairs.append(pairs)
+        out.append([np.asarray(x)[:len(pairs)] for x in st])
+    return np.concatenate(all_pairs), [np.concatenate([o[k] for o in out]) for k in range(len(out[0]))]
+
+
+def _bins_bound(box, bin_px: int = PAIR_BIN) -> int:
+    """At most how many bins :func:`frame_pair_items` makes of an overlap box."""
+    n = (box[2] - box[0]) * (box[3] - box[1])
+    B = max(1, min(bin_px, int(math.sqrt(n / MIN_PAIR_BINS))), math.ceil(math.sqrt(n / PAIR_FIT_PIXELS)))
+    return max(1, n // (B * B))
+
+
+def _measure_pairs(pairs, windows, work, footprints, cfg, noise, degree, batch_bytes):
+    """Pair statistics, ``PAIR_CHUNK`` pairs at a time from crops to statistics (the binned
+    pixels of a chunk are dropped once measured: memory does not grow with the frames)
+    -> ``(pairs [P, 2], [statistics])`` or ``(None, None)``."""
+    if not pairs:
+        return None, None
+    K = min(PAIR_FIT_PIXELS, max(1 << 12, 1 << (max(_bins_bound(b) for _, _, b in pairs) - 1).bit_length()))
+    got_p, got_s = [], []
+    for c0 in range(0, len(pairs), PAIR_CHUNK):
+        items = frame_pair_items(pairs[c0:c0 + PAIR_CHUNK], windows, work, batch_bytes=batch_bytes,
+                                 match_seeing=cfg.fit_gains)
+        if items:
+            p, st = _pair_stats(items, footprints, cfg, noise, degree, K)
+            got_p.append(p)
+            got_s.append(st)
+    if not got_p:
+        return None, None
+    return np.concatenate(got_p), [np.concatenate([s[k] for s in got_s]) for k in range(len(got_s[0]))]
 
 
 def normalise_frames(footprints, windows, work: WorkDir, cfg, C, noise, *, batch_bytes: float,
@@ -406,12 +440,10 @@ def normalise_frames(footprints, windows, work: WorkDir, cfg, C, noise, *, batch
     degree = SKY_MODELS[cfg.sky]
     if cfg.normalize == "none" or len(windows) < 2:
         return None, 0
-    all_pairs = overlapping_pairs(windows)
-    items = frame_pair_items(cluster.share(all_pairs), windows, work, batch_bytes=batch_bytes,
-                             match_seeing=cfg.fit_gains)
+    mine = cluster.share(overlapping_pairs(windows))
+    pairs, st = _measure_pairs(mine, windows, work, footprints, cfg, noise, degree, batch_bytes)
     if cluster.count > 1:  # every process's statistics, in the pairs' order
-        if items:
-            pairs, st = _pair_stats(items, footprints, cfg, noise, degree)
+        if pairs is not None:
             work.put(("pairs", cluster.index), pairs=pairs, **{f"s{k}": v for k, v in enumerate(st)})
         cluster.barrier("frame_pairs")
         got = [(work.get(("pairs", r), "pairs"), [work.get(("pairs", r), f"s{k}") for k in range(len(PairStats._fields))])
@@ -422,10 +454,8 @@ def normalise_frames(footprints, windows, work: WorkDir, cfg, C, noise, *, batch
         st = [np.concatenate([g[1][k] for g in got]) for k in range(len(PairStats._fields))]
         order = np.lexsort((pairs[:, 1], pairs[:, 0]))
         pairs, st = pairs[order], [s[order] for s in st]
-    else:
-        if not items:
-            return None, 0
-        pairs, st = _pair_stats(items, footprints, cfg, noise, degree)
+    elif pairs is None:
+        return None, 0
     st = PairStats(*st)
     norms = np.stack([frame_norm(footprints[k]) for k in range(n)])
     good = {k: int(np.count_nonzero(work.get(("f", k), "m"))) for k in windows} if gauge is None else None
