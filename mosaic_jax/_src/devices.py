@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 
@@ -111,8 +110,3 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
              len(jax.local_devices()), len(jax.devices()))
     return Cluster(int(process_id), int(num_processes))
 
-
-def split_evenly(n: int, parts: int) -> list[range]:
-    """``range(n)`` in ``parts`` contiguous pieces."""
-    step = math.ceil(n / max(1, parts))
-    return [range(i, min(n, i + step)) for i in range(0, n, step)]

@@ -19,7 +19,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .devices import Cluster, local_mesh, pad_batch, shard_batch
 from .io import FrameInfo, FrameSkipped, MosaicInputError, find_inputs, load_frame, scan_frame
