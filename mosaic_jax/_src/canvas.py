@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from .feather import assemble_scaled
 from .photometry import _erode
-from .quality import QUALITY_BLOCK_DEFAULT, block_medians, seam_fit
+from .quality import QUALITY_BLOCK_DEFAULT, block_medians, pool_seams, seam_fit
 from .tiles import read_tile
 
 __all__ = ["assemble_canvas", "frame_seam_metric"]
@@ -65,9 +65,7 @@ def frame_seam_metric(mosaic, windows, work, frames_meta, *, block: int = QUALIT
     """:func:`~.quality.seam_metric` from the build's own frame windows: each frame's block
     medians were taken when it was reprojected (before its sky correction), so nothing is
     reprojected again. ``frames_meta``: ``{k: (blocks [by, bx, C], raw noise [C])}``."""
-    from .quality import SeamMetric
-
-    per, rms, rms_s = [], [], []
+    results = []
     for k in sorted(frames_meta):
         bf, sig = frames_meta[k]
         y0, x0, h, w = windows[k]
@@ -75,11 +73,5 @@ def frame_seam_metric(mosaic, windows, work, frames_meta, *, block: int = QUALIT
         ok = work.get(("f", k), "w") > 0
         foot = np.asarray(_erode(jnp.asarray(ok & np.all(np.isfinite(mk), -1)), erode))
         bm = block_medians(np.where(foot[..., None], mk, np.nan), block)
-        row, e, es = seam_fit(k, bf, bm, sig, min_blocks)
-        per.append(row)
-        if e is not None:
-            rms.append(e)
-            rms_s.append(es)
-    if not rms:
-        return SeamMetric(float("nan"), float("nan"), per)
-    return SeamMetric(float(np.sqrt(np.mean(np.square(rms)))), float(np.sqrt(np.mean(np.square(rms_s)))), per)
+        results.append(seam_fit(k, bf, bm, sig, min_blocks))
+    return pool_seams(results)

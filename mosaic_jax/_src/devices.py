@@ -72,7 +72,7 @@ class Cluster:
             raise RuntimeError(f"multi-host build: a process failed or left before '{name}' ({e}); "
                                f"stopping without output") from None
 
-    def describe(self, mesh: Mesh | None = None) -> dict:
+    def describe(self) -> dict:
         devs = jax.devices()
         return {"processes": self.count, "process_index": self.index, "devices": len(devs),
                 "local_devices": len(jax.local_devices()), "platform": devs[0].platform}

@@ -22,7 +22,7 @@ import numpy as np
 
 from .devices import Cluster, local_mesh, pad_batch, shard_batch
 from .io import FrameInfo, FrameSkipped, MosaicInputError, find_inputs, load_frame, scan_frame
-from .photometry import _erode, noise_sigma
+from .photometry import _erode, channel_noise
 from .reproject import reproject_frame
 from .sky import SKY_MODELS, apply_frame_sky, frame_norm, pair_statistics, select_sky_degree, solve_frame_sky
 from .workdir import WorkDir
@@ -32,7 +32,7 @@ __all__ = ["scan_inputs", "frame_window", "reproject_frames", "frame_pair_items"
 log = logging.getLogger("mosaic_jax")
 
 MIN_PAIR_PIXELS = 64
-PAIR_FIT_PIXELS = 1 << 17  # at most this many bins a frame-pair fit uses
+PAIR_FIT_PIXELS = 1 << 17  # at most this many bins (frame pairs) or pixels (tile pairs) a pair fit uses
 PAIR_BIN = 8  # frame-pair sky fits on the means of 8x8-pixel bins (see bin_pair)
 MIN_PAIR_BINS = 256  # ... or smaller bins, down to single pixels, where fewer would be left
 QUALITY_BLOCK = 32  # the seam metric's block side
@@ -94,7 +94,7 @@ def frame_window(box, shape, q: int = 32):
 @jax.jit
 def frame_noise(d):
     """Pixel noise per channel of a frame window ``[h, w, C]`` -> ``[C]``."""
-    return jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(d)
+    return channel_noise(d)
 
 
 def _products(r, C: int, weight: float, erode: int):
@@ -113,7 +113,7 @@ def _products(r, C: int, weight: float, erode: int):
 @partial(jax.jit, static_argnames=("C", "erode"))
 def _window_stage(r, weight, *, C: int, erode: int):
     d, wm, m, ok = _products(r, C, weight, erode)
-    noise = jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(d)
+    noise = channel_noise(d)
     foot = _erode(ok, QUALITY_ERODE)
     return d, wm, m, foot, noise, jnp.any(ok)
 

@@ -181,6 +181,11 @@ def noise_sigma(plane, mask) -> jax.Array:
     return jnp.where(jnp.any(m), 1.4826 * mad / jnp.sqrt(2.0), jnp.nan)
 
 
+def channel_noise(img) -> jax.Array:
+    """:func:`noise_sigma` of every channel of ``img [H, W, C]`` over its finite pixels -> ``[C]``."""
+    return jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(img)
+
+
 class _Fit(NamedTuple):
     gain: jax.Array
     offset: jax.Array

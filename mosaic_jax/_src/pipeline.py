@@ -131,12 +131,9 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
     budget = batch_bytes(cfg, H * W * (C + 1) * 4.0, len(jax.local_devices()))
     log.info("[GRID] canvas %s, %d tiles of %d px (stride %d), %d frames; batches of %.0f MiB", grid.shape,
              len(grid.tiles), grid.tile_size, grid.stride, len(frames), budget / 2 ** 20)
-    if cfg.work_dir is not None and cluster.count > 1:
-        work = WorkDir(cfg.work_dir)
-    elif cluster.count > 1:
+    if cluster.count > 1 and cfg.work_dir is None:
         raise ValueError("a multi-process build needs a work folder every process sees (MosaicConfig.work_dir)")
-    else:
-        work = WorkDir(cfg.work_dir)
+    work = WorkDir(cfg.work_dir)
     try:
         # ---- frames: reproject once, then one gain + sky per frame ------------------------------
         windows, noise = reproject_frames(frames, grid, cfg, work, timer, cluster, progress)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from astropy.wcs import WCS
 
 from .grid import outline
-from .photometry import _erode, noise_sigma
+from .photometry import _erode, channel_noise
 from .reproject import reproject_frame
 from .sky import n_terms, poly_basis
 
@@ -79,6 +78,17 @@ def seam_fit(k: int, bf, bm, sig, min_blocks: int = 6):
              "gain_offset": [[float(a), float(b)] for a, b in fits_]}, f_rms, f_rms_s)
 
 
+def pool_seams(results) -> SeamMetric:
+    """:class:`SeamMetric` from the frames' :func:`seam_fit` results: RMS over the frames with
+    blocks."""
+    per = [row for row, _, _ in results]
+    rms = [e for _, e, _ in results if e is not None]
+    rms_s = [es for _, e, es in results if e is not None]
+    if not rms:
+        return SeamMetric(float("nan"), float("nan"), per)
+    return SeamMetric(float(np.sqrt(np.mean(np.square(rms)))), float(np.sqrt(np.mean(np.square(rms_s)))), per)
+
+
 def seam_metric(mosaic, wcs: WCS, frames, *, block: int = QUALITY_BLOCK_DEFAULT, erode: int = 8, min_blocks: int = 6,
                 backend: str = "jax", boxes=None) -> SeamMetric:
     """How far a mosaic is from every input frame up to one gain and offset per frame.
@@ -103,13 +113,13 @@ def seam_metric(mosaic, wcs: WCS, frames, *, block: int = QUALITY_BLOCK_DEFAULT,
     m = np.asarray(mosaic, np.float32)
     m = m[..., None] if m.ndim == 2 else m
     H, W, C = m.shape
-    per, rms, rms_s = [], [], []
+    results = []
     for k, (data, fw) in enumerate(frames):
         d = jnp.asarray(data, jnp.float32)
         d = d[..., None] if d.ndim == 2 else d
         if d.shape[-1] != C:
             raise ValueError(f"frame {k} has {d.shape[-1]} channels, the mosaic {C}")
-        sig = np.asarray(jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(d))
+        sig = np.asarray(channel_noise(d))
         y0, x0, y1, x1 = (0, 0, H, W) if boxes is None else boxes[k]
         r = np.asarray(reproject_frame(d, fw, wcs, y0, x0, y1 - y0, x1 - x0, backend=backend))
         mk = m[y0:y1, x0:x1]
@@ -117,14 +127,8 @@ def seam_metric(mosaic, wcs: WCS, frames, *, block: int = QUALITY_BLOCK_DEFAULT,
         r = np.where(foot[..., None], r, np.nan)
         mm = np.where(foot[..., None], mk, np.nan)
         bf, bm = block_medians(r, block), block_medians(mm, block)
-        row, e, es = seam_fit(k, bf, bm, sig, min_blocks)
-        per.append(row)
-        if e is not None:
-            rms.append(e)
-            rms_s.append(es)
-    if not rms:
-        return SeamMetric(float("nan"), float("nan"), per)
-    return SeamMetric(float(np.sqrt(np.mean(np.square(rms)))), float(np.sqrt(np.mean(np.square(rms_s)))), per)
+        results.append(seam_fit(k, bf, bm, sig, min_blocks))
+    return pool_seams(results)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ def truth_error(mosaic, wcs: WCS, truth, truth_wcs: WCS, *, degree: int = 2, blo
     if t.shape[-1] != m.shape[-1]:
         raise ValueError(f"truth has {t.shape[-1]} channels, the mosaic {m.shape[-1]}")
     H, W, C = m.shape
-    sig = np.asarray(jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(t))
+    sig = np.asarray(channel_noise(t))
     r = np.asarray(reproject_frame(t, truth_wcs, wcs, 0, 0, H, W, backend=backend))
     ok = np.all(np.isfinite(r), -1) & np.all(np.isfinite(m), -1)
     bt = block_medians(np.where(ok[..., None], r, np.nan), block)
@@ -279,7 +283,7 @@ def seam_steps(mosaic, wcs: WCS, frames, *, segment: int = 64, inner: float = 2.
     m = m[..., None] if m.ndim == 2 else m
     H, W, C = m.shape
     mj = jnp.asarray(m)
-    sig = np.asarray(jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(mj))
+    sig = np.asarray(channel_noise(mj))
     steps = []
     for k, (data, fw) in enumerate(frames):
         fshape = tuple(data) if isinstance(data, tuple) else np.shape(data)[:2]

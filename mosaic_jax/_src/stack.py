@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .photometry import MIN_PIXELS, _lerp_quantile, _quantile_ranks, _scaling, noise_sigma, solve_tile_photometry
+from .photometry import MIN_PIXELS, _lerp_quantile, _quantile_ranks, _scaling, channel_noise, solve_tile_photometry
 
 __all__ = ["stack_frames", "frame_weights", "NORMALIZE", "REJECT"]
 
@@ -43,7 +43,7 @@ def frame_weights(frames, exposure=None) -> np.ndarray:
     """Inverse noise variance per frame (noise from neighbour differences, robust to stars),
     times the exposure when given -> float32 ``[N]``, normalised to mean 1."""
     f = _as_nhwc(frames)
-    sig = jax.vmap(lambda fr: jnp.nanmean(jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(fr)))(f)
+    sig = jax.vmap(lambda fr: jnp.nanmean(channel_noise(fr)))(f)
     sig = np.asarray(sig, np.float64)
     w = np.where(np.isfinite(sig) & (sig > 0), 1.0 / np.maximum(sig, 1e-30) ** 2, 0.0)
     if exposure is not None:

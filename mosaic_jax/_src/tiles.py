@@ -25,8 +25,8 @@ import numpy as np
 
 from .devices import Cluster, local_mesh, pad_batch, shard_batch
 from .feather import feather_weights
-from .frames import intersect
-from .photometry import _scaling, noise_sigma, overlap_mask, solve_tile_photometry
+from .frames import MIN_PAIR_PIXELS, PAIR_FIT_PIXELS, frame_noise, intersect
+from .photometry import _scaling, overlap_mask, solve_tile_photometry
 from .stack import combine_values
 from .workdir import WorkDir
 
@@ -34,8 +34,6 @@ __all__ = ["layers", "stack_tiles", "tile_pair_fits", "solve_tiles", "read_tile"
 
 log = logging.getLogger("mosaic_jax")
 
-MIN_PAIR_PIXELS = 64
-PAIR_FIT_PIXELS = 1 << 17  # at most this many pixels a tile-pair fit uses
 DIFF_SAMPLES = 4096  # pixels kept per pair for the report's before/after median differences
 
 
@@ -94,11 +92,6 @@ def _fill_band(cube, wts, lays, windows, work, fweight, tile, r0, r1):
             wts[sl] = work.get(("f", k), "w", rel) * fweight[k]
 
 
-@jax.jit
-def _tile_noise(d):
-    return jax.vmap(lambda ch: noise_sigma(ch, jnp.isfinite(ch)), in_axes=2)(d)
-
-
 def finish_tile(work: WorkDir, tile, C: int, width: float, used):
     """A stacked tile's RGB channel gains (background medians equalised right after stacking),
     noise (after those gains), feather weights and coverage figures, into the work folder."""
@@ -112,7 +105,7 @@ def finish_tile(work: WorkDir, tile, C: int, width: float, used):
 
         _, gains = equalize_rgb_medians(d, tile_id=tile.index)
         gains = np.asarray(gains, np.float32)
-    noise = np.asarray(_tile_noise(jnp.asarray(d))) * gains
+    noise = np.asarray(frame_noise(jnp.asarray(d))) * gains
     finite = bool(np.isfinite(d).any())
     work.put(("tm", tile.index), rgb_gains=gains, noise=noise.astype(np.float32),
              cov_sum=np.asarray(float(cov.sum())), cov_mean=np.asarray(float(cov.mean())),
@@ -132,7 +125,7 @@ def stack_tiles(grid, windows, work: WorkDir, fweight, cfg, C: int, *, batch_byt
         lays = layers(tile, windows, [k for k in tile.frames if k in windows])
         if lays:
             plans[tile.index] = lays
-    mine = [i for i in cluster.share(sorted(plans))]
+    mine = cluster.share(sorted(plans))
     Dmax = max((len(v) + len(v) % 2 for v in plans.values()), default=2)
     rows = _band_rows(Dmax, S_w, C, batch_bytes / mesh.devices.size)
     B = pad_batch(1, mesh)
