@@ -164,7 +164,7 @@ def test_fuzz_only_bitstream_errors(small):
     outcomes = {"error": 0, "decoded": 0}
     for i in range(2400):
         b = bytearray(base)
-        kind = i % 6
+        kind = i % 7
         if kind == 0:  # bit flips
             for _ in range(rng.integers(1, 4)):
                 j = rng.integers(0, len(b))
@@ -181,6 +181,12 @@ def test_fuzz_only_bitstream_errors(small):
             j = rng.integers(body_start + 16, len(b) - 4) if len(b) - 4 > body_start + 16 else body_start
             b[j] ^= 1 << int(rng.integers(0, 8))
             b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[body_start:-4])))
+        elif kind == 6:  # corrupt the header's tools block (the loop filter's taps), then fix its CRC
+            assert base[5] & 0x80, "the fuzzed stream uses a coding tool"
+            crc = _crc_pos(base)
+            j = int(rng.integers(crc - 20, crc))
+            b[j] ^= 1 << int(rng.integers(0, 8))
+            b[crc:crc + 4] = struct.pack("<I", zlib.crc32(bytes(b[:crc])))
         else:  # random header fields with a valid CRC
             h = _header_bytes(H=int(rng.integers(0, 70000)), W=int(rng.integers(0, 300)), tile=int(rng.integers(0, 70)),
                               overlap=int(rng.integers(0, 40)), window=int(rng.integers(0, 4)))
@@ -195,10 +201,18 @@ def test_fuzz_only_bitstream_errors(small):
 
 
 def _body_start(stream: bytes) -> int:
+    return _crc_pos(stream) + 4
+
+
+def _crc_pos(stream: bytes) -> int:
+    """Where the header's CRC sits (after the meta, and the tools block when there is one)."""
     pos = C._FIXED.size
     pos += 1 + stream[pos]
     (n_meta,) = struct.unpack_from("<H", stream, pos)
-    return pos + 2 + n_meta + 4
+    pos += 2 + n_meta
+    if stream[5] & 0x80:
+        pos += 4 + struct.unpack_from("<H", stream, pos + 2)[0]
+    return pos
 
 
 def test_models_dir_override(small, tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from . import generators as gens
 from .color import as_rgb_float, rgb_to_ycbcr, subsample_420, upsample_420, ycbcr_to_rgb
 from .config import CodecConfig, resolve_config
 from .dictionary import get_dictionary
+from .loopfilter import filter_plane, fit_loop_filter, pack_filters, unpack_filters
 from .pipeline import as_gray_float
 from .score import RateModel
 from .search import SearchTables, _reconstruct, dictionary_for, make_tables, search_atoms
@@ -121,7 +122,8 @@ class PlaneSymbols(NamedTuple):
 
 
 def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> jax.Array:
-    """Tiles from symbols, window-blended and clipped -> float32 ``[H, W]`` (device array)."""
+    """Tiles from symbols, window-blended and clipped -> float32 ``[H, W]`` (device array), before
+    the loop filter."""
     dic = get_dictionary(h.tile, h.overlap, h.gamma_seam, h.seam_power, h.seed)
     count, gen, params, seed, coef, dc_q = sym
     N, K = gen.shape
@@ -139,10 +141,26 @@ def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> jax.Array:
     return jnp.clip(img, 0.0, 1.0)
 
 
-def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols]) -> np.ndarray:
-    """The decoder's image: ``[H, W]`` for layout Y, ``[H, W, 3]`` RGB for YCbCr420."""
+def _plane_filters(h: StreamHeader) -> list[np.ndarray]:
+    """Loop filter taps of every plane (int32 ``[C, 12]``, no rows: not filtered). Raises BitstreamError."""
+    n = len(plane_shapes(h.layout, h.H, h.W))
+    if "loop_filter" not in h.tool_names:
+        return [np.zeros((0, 12), np.int32)] * n
+    return unpack_filters(h.tool_data, n)
+
+
+def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, pre=None) -> jax.Array:
+    """A plane as the decoder outputs it: rendered and blended (or ``pre``, that already), then filtered."""
+    y = _reconstruct_plane(h, sym, shape) if pre is None else pre
+    return filter_plane(y, taps, h.tile, h.overlap)
+
+
+def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], pre=None) -> np.ndarray:
+    """The decoder's image: ``[H, W]`` for layout Y, ``[H, W, 3]`` RGB for YCbCr420. ``pre``: the
+    planes before the loop filter, when the encoder has them already."""
     shapes = plane_shapes(h.layout, h.H, h.W)
-    out = [_reconstruct_plane(h, sym, shp) for sym, shp in zip(planes, shapes)]
+    pre = [None] * len(planes) if pre is None else pre
+    out = [_decoded_plane(h, sym, shp, taps, y) for sym, shp, taps, y in zip(planes, shapes, _plane_filters(h), pre)]
     if h.layout == "Y":
         return np.asarray(jax.device_get(out[0]))
     ycc = jnp.stack([out[0], upsample_420(out[1], h.H, h.W), upsample_420(out[2], h.H, h.W)], axis=-1)
@@ -214,17 +232,19 @@ def _records_to_symbols(recs: list[TileRec]):
     return count, gen, params, seed, coef, dc_q
 
 
-def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y") -> StreamHeader:
+def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None) -> StreamHeader:
     r6 = lambda v: float(f"{v:.6g}")  # noqa: E731  (the meta is informative: keep it short)
     meta = {"encoder": "pc15jax", "lambda": r6(cfg.lambda_rd), "alpha": r6(cfg.alpha_mix), "search": cfg.search}
     if cfg.ai is not None:
         meta["ai"] = cfg.ai.describe()
     if layout != "Y":
         meta["chroma_lambda"] = r6(cfg.chroma_lambda)
+    lf = filters is not None and any(t.shape[0] for t in filters)
     return StreamHeader(H=H, W=W, tile=cfg.tile, overlap=cfg.overlap, window=cfg.window,
                         window_param=_window_param(cfg), seed=cfg.seed, gain_step=cfg.gain_step,
                         dc_step=cfg.dc_step, gamma_seam=cfg.gamma_seam, seam_power=cfg.seam_power,
-                        table_id=cfg.table_id, layout=layout, meta=meta)
+                        table_id=cfg.table_id, layout=layout, meta=meta, tools=1 if lf else 0,
+                        tool_data=pack_filters(filters) if lf else b"")
 
 
 def _pack_plane(h: StreamHeader, model: SymbolModel, sym: PlaneSymbols, shape):
@@ -287,6 +307,7 @@ def _parse_plane(model: SymbolModel, h: StreamHeader, shape, n_a, A, n_b, B) -> 
 
 def _parse(data: bytes) -> tuple[StreamHeader, list[PlaneSymbols]]:
     h, payloads = unpack_stream(data)
+    _plane_filters(h)  # its parameters are checked before anything is rendered
     model = symbol_model(h.table_id)
     planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(plane_shapes(h.layout, h.H, h.W), payloads)]
     return h, planes
@@ -441,9 +462,22 @@ def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
     return sym, search_s, spec.count
 
 
-def _finish(h: StreamHeader, cfg: CodecConfig, planes, search_s, tiles, t0) -> dict:
+def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str):
+    """The planes before the loop filter, and the stream header with the filters fitted to them."""
+    h0 = _header(cfg, H, W, layout)
+    pre = [_reconstruct_plane(h0, sym, shp) for sym, shp in zip(planes, plane_shapes(layout, H, W))]
+    if not cfg.loop_filter:
+        return h0, pre
+    lams = [cfg.lambda_rd] + [cfg.lambda_rd * cfg.chroma_lambda] * (len(planes) - 1)
+    filters = [fit_loop_filter(x, np.asarray(jax.device_get(y)), cfg.tile, cfg.overlap, lam, cfg.alpha_mix)
+               for x, y, lam in zip(originals, pre, lams)]
+    return _header(cfg, H, W, layout, filters), pre
+
+
+def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, search_s, tiles, t0) -> dict:
+    h, pre = _with_filters(cfg, originals, planes, H, W, layout)
     data, bits = _pack(h, symbol_model(cfg.table_id), planes)
-    recon = _reconstruct_all(h, planes)
+    recon = _reconstruct_all(h, planes, pre)
     hist: Counter = Counter()
     for sym in planes:
         live = np.arange(sym.gen.shape[1])[None, :] < sym.count[:, None]
@@ -453,7 +487,8 @@ def _finish(h: StreamHeader, cfg: CodecConfig, planes, search_s, tiles, t0) -> d
     stats = {"layout": h.layout, "tiles": tiles, "grid": [ny, nx], "bytes": len(data),
              "atoms": int(sum(p.count.sum() for p in planes)),
              "max_atoms_used": int(max(p.count.max() if p.count.size else 0 for p in planes)),
-             "generators": dict(hist.most_common()), "bits_by_class": bits, "search_s": search_s,
+             "generators": dict(hist.most_common()), "bits_by_class": bits, "tools": list(h.tool_names),
+             "loop_filter_classes": [int(t.shape[0]) for t in _plane_filters(h)], "search_s": search_s,
              "lambda_rd": cfg.lambda_rd, "encode_s": time.perf_counter() - t0}
     return {"bitstream": data, "bpp": 8.0 * len(data) / (h.H * h.W), "recon": recon, "stats": stats}
 
@@ -461,21 +496,23 @@ def _finish(h: StreamHeader, cfg: CodecConfig, planes, search_s, tiles, t0) -> d
 def _encode_gray(x: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
     sym, search_s, tiles = _search_plane(x, cfg)
-    return _finish(_header(cfg, *x.shape), cfg, [sym], search_s, tiles, t0)
+    return _finish(cfg, [x], [sym], *x.shape, "Y", search_s, tiles, t0)
 
 
 def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
     H, W = rgb.shape[:2]
     ycc = rgb_to_ycbcr(jnp.asarray(rgb))
-    planes, search_s, tiles = [], 0.0, 0
+    planes, originals, search_s, tiles = [], [], 0.0, 0
     chroma = cfg.replace(lambda_rd=cfg.lambda_rd * cfg.chroma_lambda)
     for plane, c in ((ycc[..., 0], cfg), (subsample_420(ycc[..., 1]), chroma), (subsample_420(ycc[..., 2]), chroma)):
-        sym, s_, n_ = _search_plane(np.clip(np.asarray(plane), 0.0, 1.0), c)
+        x = np.clip(np.asarray(plane), 0.0, 1.0)
+        sym, s_, n_ = _search_plane(x, c)
         planes.append(sym)
+        originals.append(x)
         search_s += s_
         tiles += n_
-    return _finish(_header(cfg, H, W, layout="YCbCr420"), cfg, planes, search_s, tiles, t0)
+    return _finish(cfg, originals, planes, H, W, "YCbCr420", search_s, tiles, t0)
 
 
 def _run_on(device, fn):
@@ -507,7 +544,8 @@ def decode_y(bitstream, device=None) -> np.ndarray:
       BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
     """
     h, planes = _parse(_read_bytes(bitstream))
-    return _run_on(device, lambda: np.asarray(jax.device_get(_reconstruct_plane(h, planes[0], (h.H, h.W)))))
+    taps = _plane_filters(h)[0]
+    return _run_on(device, lambda: np.asarray(jax.device_get(_decoded_plane(h, planes[0], (h.H, h.W), taps))))
 
 
 def stream_info(bitstream) -> dict:
@@ -530,6 +568,7 @@ def stream_info(bitstream) -> dict:
         "version": h.version, "layout": h.layout, "width": h.W, "height": h.H, "tile": h.tile,
         "overlap": h.overlap, "window": h.window, "window_param": h.window_param, "seed": h.seed,
         "gain_step": h.gain_step, "dc_step": h.dc_step, "table_id": h.table_id, "meta": h.meta,
+        "tools": list(h.tool_names), "loop_filter_classes": [int(t.shape[0]) for t in _plane_filters(h)],
         "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W),
         "tiles": int(sum(p["grid"][0] * p["grid"][1] for p in per_plane)), "grid": per_plane[0]["grid"],
         "planes": per_plane, "atoms": int(sum(p["atoms"] for p in per_plane)),

@@ -73,6 +73,9 @@ class CodecConfig:
       target_bpp: when set, ``encode_y``/``encode`` search ``lambda_rd`` by bisection so the
         stream lands within 3 % of this rate (or as close as the image allows).
       chroma_lambda: the chroma planes are coded with ``lambda_rd * chroma_lambda``.
+      loop_filter: fit a Wiener loop filter per plane and signal it where it lowers ``J``
+        (:mod:`pc15jax._src.loopfilter`). ``False`` writes the stream the encoder wrote before
+        coding tools existed.
       ai: search hooks (:class:`~pc15jax.AiHooks` or :class:`~pc15jax.HeuristicHooks`) that
         narrow the search's candidates; ``None`` is the exhaustive search. They never change
         the format: the header meta records which hooks (and weights) were used.
@@ -99,6 +102,7 @@ class CodecConfig:
     table_id: str = DEFAULT_TABLE_ID
     target_bpp: float | None = None
     chroma_lambda: float = 2.0
+    loop_filter: bool = True
     ai: Any = None
 
     def __post_init__(self):
@@ -136,6 +140,9 @@ class CodecConfig:
                 raise ValueError("generators must name at least one generator (or be None for all)")
             object.__setattr__(self, "generators", names)
         _finite("chroma_lambda", self.chroma_lambda, lo=0.0)
+        if not isinstance(self.loop_filter, (bool, np.bool_)):
+            raise ValueError(f"loop_filter must be True or False, got {self.loop_filter!r}")
+        object.__setattr__(self, "loop_filter", bool(self.loop_filter))
         if self.target_bpp is not None:
             _finite("target_bpp", self.target_bpp, lo=0.0, lo_open=True)
         if self.ai is not None:

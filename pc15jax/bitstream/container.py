@@ -6,10 +6,15 @@ Layout (little-endian)::
             | u8 window (0 hann, 1 tukey, 2 kaiser) | f32 window parameter (NaN = default)
             | u32 seed | f32 gain_step | f32 dc_step | f32 gamma_seam | f32 seam_power
             | u8 len + table id (ASCII) | u16 len + encoder meta (canonical JSON, nothing run-dependent)
+            | [only when bit 7 of the layout byte is set: u16 coding tools (bit i = ``TOOLS[i]``)
+               | u16 len + the tools' parameters]
             | u32 CRC32 of everything above
     body    per plane (Y; or Y, Cb, Cr for YCbCr420, chroma planes of ceil(H/2) x ceil(W/2)):
               u32 symbols in A | u32 words in A | u32 symbols in B | u32 words in B | A words | B words
             then u32 CRC32 of the whole body
+
+A stream with no coding tools (every stream written before they existed) has bit 7 of the layout
+byte clear and no tools block: the two read alike.
 
 Every check happens before any allocation that depends on the stream: sizes are bounded by
 ``MAX_DIM``/``MAX_PIXELS`` and by the bytes actually present. Every malformed input raises
@@ -30,7 +35,7 @@ from .errors import BitstreamError
 
 __all__ = ["StreamHeader", "TileRec", "pack_stream", "unpack_stream", "plane_shapes", "MAGIC",
            "VERSION",
-           "MAX_DIM", "MAX_PIXELS", "MAX_TILE", "MAX_TILE_SAMPLES", "WINDOW_CODES", "LAYOUTS"]
+           "MAX_DIM", "MAX_PIXELS", "MAX_TILE", "MAX_TILE_SAMPLES", "WINDOW_CODES", "LAYOUTS", "TOOLS"]
 
 MAGIC = b"PC15"
 VERSION = 15
@@ -40,6 +45,8 @@ MAX_TILE = 256  # the decoder renders atoms at tile size: bounds its dictionary 
 MAX_TILE_SAMPLES = 1 << 30  # tiles * tile**2: bounds the decoded tile stack (4 GiB of float32)
 WINDOW_CODES = ("hann", "tukey", "kaiser")
 LAYOUTS = ("Y", "YCbCr420")  # luma only; luma + chroma subsampled 2x2
+TOOLS = ("loop_filter",)  # coding tools, by bit of the header's tools field
+_TOOLS_FLAG = 0x80  # layout byte: a tools block follows the meta
 _FIXED = struct.Struct("<4sBBIIHHBfIffff")
 
 
@@ -62,6 +69,8 @@ class StreamHeader:
     layout: str = "Y"
     meta: Any = dataclasses.field(default_factory=dict)
     version: int = VERSION
+    tools: int = 0
+    tool_data: bytes = b""
 
     def __post_init__(self):
         check_geometry(self.H, self.W, self.tile, self.overlap, exc=ValueError)
@@ -69,6 +78,15 @@ class StreamHeader:
             raise ValueError(f"window must be one of {WINDOW_CODES}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}")
+        if not 0 <= self.tools < (1 << len(TOOLS)):
+            raise ValueError(f"tools must be a bit set of {TOOLS}, got {self.tools}")
+        if len(self.tool_data) > 65535 or (self.tool_data and not self.tools):
+            raise ValueError("tool data needs a tool and at most 65535 bytes")
+
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        """The coding tools this stream uses, by name."""
+        return tuple(n for i, n in enumerate(TOOLS) if self.tools >> i & 1)
 
 
 def check_geometry(H, W, tile, overlap, exc=BitstreamError):
@@ -154,9 +172,12 @@ def pack_stream(h: StreamHeader, planes) -> bytes:
     if not 0 < len(tid) < 256:
         raise ValueError("table id must be 1-255 ASCII characters")
     meta = _canonical_meta(h.meta)
-    head = _FIXED.pack(MAGIC, VERSION, LAYOUTS.index(h.layout), h.H, h.W, h.tile, h.overlap,
+    layout = LAYOUTS.index(h.layout) | (_TOOLS_FLAG if h.tools else 0)
+    head = _FIXED.pack(MAGIC, VERSION, layout, h.H, h.W, h.tile, h.overlap,
                        WINDOW_CODES.index(h.window), wp, h.seed, h.gain_step, h.dc_step, h.gamma_seam, h.seam_power)
     head += struct.pack("<B", len(tid)) + tid + struct.pack("<H", len(meta)) + meta
+    if h.tools:
+        head += struct.pack("<HH", h.tools, len(h.tool_data)) + bytes(h.tool_data)
     head += struct.pack("<I", zlib.crc32(head))
     body = b"".join(struct.pack("<IIII", n_a, len(a) // 2, n_b, len(b) // 2) + a + b for n_a, a, n_b, b in planes)
     return head + body + struct.pack("<I", zlib.crc32(body))
@@ -189,11 +210,26 @@ def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int
         raise BitstreamError("truncated header")
     meta_b = data[pos:pos + n_meta]
     pos += n_meta
+    tools, tool_data = 0, b""
+    if layout & _TOOLS_FLAG:
+        if len(data) < pos + 4:
+            raise BitstreamError("truncated header")
+        tools, n_tool = struct.unpack_from("<HH", data, pos)
+        pos += 4
+        if len(data) < pos + n_tool + 4:
+            raise BitstreamError("truncated header")
+        tool_data = data[pos:pos + n_tool]
+        pos += n_tool
     (crc,) = struct.unpack_from("<I", data, pos)
     if zlib.crc32(data[:pos]) != crc:
         raise BitstreamError("header CRC mismatch (corrupt header)")
     pos += 4
     # The CRC matched: now validate what the fields mean.
+    if tools >> len(TOOLS):
+        raise BitstreamError(f"stream uses coding tools this decoder does not know (tools field {tools:#x})")
+    if layout & _TOOLS_FLAG and not tools:
+        raise BitstreamError("header has a tools block that names no tool")
+    layout &= ~_TOOLS_FLAG
     if layout >= len(LAYOUTS):
         raise BitstreamError(f"unknown colour layout code {layout}")
     if window >= len(WINDOW_CODES):
@@ -235,5 +271,5 @@ def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int
     h = StreamHeader(H=H, W=W, tile=tile, overlap=overlap, window=WINDOW_CODES[window],
                      window_param=None if math.isnan(wp) else float(wp), seed=seed, gain_step=gain_step,
                      dc_step=dc_step, gamma_seam=gamma, seam_power=power, table_id=tid, layout=LAYOUTS[layout],
-                     meta=meta)
+                     meta=meta, tools=tools, tool_data=tool_data)
     return h, planes
