@@ -1,12 +1,20 @@
-"""Rate-distortion benchmark: PC15 against JPEG, WebP, JPEG 2000 and AVIF (Pillow) on the same images.
+"""Rate-distortion benchmark: PC15 against JPEG, WebP, JPEG 2000, AVIF, HEIF (HEVC) and JPEG XL.
 
 Usage:
-  python -m experiments.bench_rd [--images DIR_OR_FILES ...] [--gray] [--codecs pc15,jpeg,webp,jpeg2000,avif]
-                                 [--out results/] [--quick]
+  python -m experiments.bench_rd [--images DIR_OR_FILES ...] [--gray]
+                                 [--codecs pc15,jpeg,webp,jpeg2000,avif,heif,jxl] [--out results/] [--quick]
 
-Writes ``rd_points.json`` (every image/codec/setting: bytes, bpp, PSNR, SSIM, seconds),
-``rd_table.md`` (mean PSNR/SSIM at 0.05, 0.1, 0.15, 0.25, 0.5 bpp and the lowest mean bpp reached,
-plus the BD-rate of PC15 against each reference) and ``rd_curves.png``.
+Writes ``rd_points.json`` (every image/codec/setting: bytes, bpp, PSNR, SSIM, blockiness, seconds),
+``rd_table.md`` (mean PSNR/SSIM at 0.05, 0.1, 0.15, 0.25, 0.5 bpp, the lowest mean bpp reached, the
+blockiness at 0.1 bpp, and the BD-rate of PC15 against each reference on PSNR and on SSIM) and
+``rd_curves.png``. HEIF and JPEG XL go through their maintained Pillow plugins (``pillow-heif``,
+``pillow-jxl-plugin``); a codec whose plugin is missing is left out with a note.
+
+Blockiness is the mean absolute step across tile boundaries, in 8-bit levels, over the same inside
+boundaries for every codec: those of PC15's tile grid at 0.1 bpp (the rate ladder's 16 px tiles,
+overlap 1), between two tiles that are both inside the image. A step is ``|r[b] - r[b - 1]|`` on
+both sides of a seam pixel ``b``, along rows and columns, on luma. The original's own figure on the
+same boundaries is printed beside it: that much is the picture's, not the codec's.
 
 Conventions (``../shared/data/README.md``): grayscale is Pillow ``convert('L')``; PSNR uses peak 255
 on the uint8-rounded reconstruction, per image, then the mean across images at each setting; SSIM
@@ -34,7 +42,8 @@ import pc15jax as pc
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 RATES = (0.05, 0.1, 0.15, 0.25, 0.5)
-CODECS = ("pc15", "jpeg", "webp", "jpeg2000", "avif")
+CODECS = ("pc15", "jpeg", "webp", "jpeg2000", "avif", "heif", "jxl")
+PLUGINS = {"heif": "pillow_heif", "jxl": "pillow_jxl"}
 PC15_SETTINGS = [(32, 4, lam) for lam in (4.0, 1.0)] + [(24, 2, lam) for lam in (1.0, 0.3)] \
     + [(16, 1, lam) for lam in (1.0, 0.3, 0.1)] + [(12, 1, lam) for lam in (0.3, 0.1, 0.03)] \
     + [(8, 1, lam) for lam in (0.1, 0.03)]
@@ -43,9 +52,26 @@ SETTINGS = {
     "webp": [0, 5, 10, 20, 30, 45, 60, 75, 90],
     "jpeg2000": [0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0],
     "avif": [0, 5, 10, 20, 30, 40, 50, 60, 75],
+    "heif": [1, 5, 10, 20, 30, 40, 50, 60, 75],
+    "jxl": [1, 5, 10, 20, 30, 40, 50, 65, 80],
 }
 QUICK = {"pc15": [(24, 2, 1.0), (16, 1, 0.3)], "jpeg": [5, 20], "webp": [10, 50], "jpeg2000": [0.1, 0.5],
-         "avif": [10, 40]}
+         "avif": [10, 40], "heif": [10, 40], "jxl": [10, 40]}
+BLOCK_TILE, BLOCK_OVERLAP = 16, 1  # PC15's tile grid at 0.1 bpp (pc15jax.ladder_geometry(0.1))
+
+
+def available(codec: str) -> bool:
+    """Whether a reference codec's Pillow plugin is installed (and registered)."""
+    mod = PLUGINS.get(codec)
+    if mod is None:
+        return True
+    try:
+        m = __import__(mod)
+    except ImportError:
+        return False
+    if codec == "heif":
+        m.register_heif_opener()
+    return True
 
 
 def load_images(paths, gray: bool) -> list[tuple[str, np.ndarray]]:
@@ -80,6 +106,10 @@ def _pillow(img: np.ndarray, codec: str, setting) -> tuple[bytes, np.ndarray]:
         im.save(buf, format="JPEG2000", quality_mode="rates", quality_layers=[raw_bits / float(setting)], irreversible=True)
     elif codec == "avif":
         im.save(buf, format="AVIF", quality=int(setting), speed=4)
+    elif codec == "heif":
+        im.save(buf, format="HEIF", quality=int(setting))
+    elif codec == "jxl":
+        im.save(buf, format="JXL", quality=int(setting), effort=7)
     data = buf.getvalue()
     with Image.open(io.BytesIO(data)) as d:
         return data, np.asarray(d.convert(mode))
@@ -94,6 +124,30 @@ def _metrics(img: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
     return float(pc.psnr(x, r, 255.0)), float(pc.ssim(x, r, 255.0))
 
 
+def _seams(L: int) -> np.ndarray:
+    """Seam pixels of PC15's 0.1-bpp tile grid along an axis of length ``L`` between two inside
+    tiles (tiles that touch the image border on that axis are left out)."""
+    starts = pc.tile_starts(L, BLOCK_TILE, BLOCK_OVERLAP) if L > BLOCK_TILE else np.zeros(1, np.int64)
+    return np.asarray(starts[2:-1], np.int64)  # seam k lies at the start of tile k
+
+
+def blockiness(rec: np.ndarray) -> float:
+    """Mean absolute step (8-bit levels) across the inside tile seams of ``rec`` (uint8, luma or RGB)."""
+    y = rec.astype(np.float64)
+    if y.ndim == 3:
+        y = y @ np.array([0.299, 0.587, 0.114])
+    steps = []
+    for arr in (y, y.T):
+        b = _seams(arr.shape[1])
+        b = b[(b >= 1) & (b + 1 < arr.shape[1])]
+        r = _seams(arr.shape[0])
+        rows = slice(r[0], r[-1] + 1) if len(r) else slice(None)  # the inside tiles' rows only
+        for d in (0, 1):  # the steps on both sides of the seam pixel
+            steps.append(np.abs(arr[rows, b + d] - arr[rows, b + d - 1]).ravel())
+    s = np.concatenate(steps)
+    return float(s.mean()) if s.size else float("nan")
+
+
 def encode_point(img: np.ndarray, codec: str, setting) -> dict:
     t = time.perf_counter()
     if codec == "pc15":
@@ -106,23 +160,27 @@ def encode_point(img: np.ndarray, codec: str, setting) -> dict:
     secs = time.perf_counter() - t
     p, s = _metrics(img, rec)
     return {"bytes": len(data), "bpp": 8.0 * len(data) / (img.shape[0] * img.shape[1]), "psnr": p, "ssim": s,
-            "seconds": secs}
+            "blockiness": blockiness(rec), "seconds": secs}
 
 
-def mean_curve(points: list[dict], codec: str) -> np.ndarray:
-    """Mean (bpp, psnr, ssim) per setting, sorted by bpp, upper envelope in PSNR -> ``[S, 3]``."""
+COLUMNS = ("bpp", "psnr", "ssim", "blockiness")
+
+
+def mean_curve(points: list[dict], codec: str, on: int = 1) -> np.ndarray:
+    """Mean (bpp, psnr, ssim, blockiness) per setting, sorted by bpp, upper envelope in column ``on``
+    (1 PSNR, 2 SSIM) -> ``[S, 4]``."""
     by = {}
     for p in points:
         if p["codec"] == codec:
-            by.setdefault(json.dumps(p["setting"]), []).append((p["bpp"], p["psnr"], p["ssim"]))
+            by.setdefault(json.dumps(p["setting"]), []).append(tuple(p.get(k, np.nan) for k in COLUMNS))
     if not by:
-        return np.zeros((0, 3))
+        return np.zeros((0, len(COLUMNS)))
     c = np.asarray(sorted(np.mean(v, axis=0).tolist() for v in by.values()))
     keep, best = [], -np.inf
     for row in c:  # a point that costs more bits for less quality is never chosen
-        if row[1] > best:
+        if row[on] > best:
             keep.append(row)
-            best = row[1]
+            best = row[on]
     return np.asarray(keep)
 
 
@@ -132,42 +190,53 @@ def interp_at(curve: np.ndarray, rate: float, col: int) -> float | None:
     return float(np.interp(np.log(rate), np.log(curve[:, 0]), curve[:, col]))
 
 
-def bd_rate(test: np.ndarray, ref: np.ndarray, window=(0.1, 0.5)) -> float | None:
-    """Bjontegaard delta rate (%) of ``test`` against ``ref`` over the PSNR range both cover, within the
-    reference's ``window`` of rates. Negative: ``test`` needs fewer bits for the same PSNR."""
+def bd_rate(test: np.ndarray, ref: np.ndarray, window=(0.1, 0.5), col: int = 1) -> float | None:
+    """Bjontegaard delta rate (%) of ``test`` against ``ref`` over the quality range (column ``col``:
+    1 PSNR, 2 SSIM) both cover, within the reference's ``window`` of rates. Negative: ``test`` needs
+    fewer bits for the same quality."""
     if len(test) < 2 or len(ref) < 2:
         return None
-    lo_q = interp_at(ref, max(window[0], ref[0, 0]), 1)
-    hi_q = interp_at(ref, min(window[1], ref[-1, 0]), 1)
+    lo_q = interp_at(ref, max(window[0], ref[0, 0]), col)
+    hi_q = interp_at(ref, min(window[1], ref[-1, 0]), col)
     if lo_q is None or hi_q is None:
         return None
-    lo_q, hi_q = max(lo_q, test[0, 1], ref[0, 1]), min(hi_q, test[-1, 1], ref[-1, 1])
+    lo_q, hi_q = max(lo_q, test[0, col], ref[0, col]), min(hi_q, test[-1, col], ref[-1, col])
     if hi_q <= lo_q:
         return None
     q = np.linspace(lo_q, hi_q, 200)
-    lt = np.interp(q, test[:, 1], np.log(test[:, 0]))
-    lr = np.interp(q, ref[:, 1], np.log(ref[:, 0]))
+    lt = np.interp(q, test[:, col], np.log(test[:, 0]))
+    lr = np.interp(q, ref[:, col], np.log(ref[:, 0]))
     return float(100.0 * (np.exp(np.mean(lt - lr)) - 1.0))
 
 
-def table(points, codecs) -> str:
+def table(points, codecs, original_blockiness: float | None = None) -> str:
     curves = {c: mean_curve(points, c) for c in codecs}
-    head = "| codec | " + " | ".join(f"{r} bpp" for r in RATES) + " | lowest bpp |"
-    lines = [head, "|" + "---|" * (len(RATES) + 2)]
+    ssim_curves = {c: mean_curve(points, c, on=2) for c in codecs}
+    head = "| codec | " + " | ".join(f"{r} bpp" for r in RATES) + " | lowest bpp | blockiness at 0.1 bpp |"
+    lines = [head, "|" + "---|" * (len(RATES) + 3)]
     for c in codecs:
         cur = curves[c]
+        if not len(cur):
+            lines.append(f"| {c} | no data |")
+            continue
         cells = []
         for r in RATES:
             p, s = interp_at(cur, r, 1), interp_at(cur, r, 2)
             cells.append("-" if p is None else f"{p:.2f} ({s:.3f})")
-        lines.append(f"| {c} | " + " | ".join(cells) + f" | {cur[0, 0]:.3f} |" if len(cur) else f"| {c} | no data |")
+        b = interp_at(cur, 0.1, 3)
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {cur[0, 0]:.3f} | " + ("-" if b is None else f"{b:.3f}")
+                     + " |")
+    if original_blockiness is not None:
+        lines.append(f"\nBlockiness of the originals on the same boundaries: {original_blockiness:.3f}")
     if "pc15" in codecs:
         lines.append("")
         for c in codecs:
             if c != "pc15":
                 bd = bd_rate(curves["pc15"], curves[c])
-                lines.append(f"BD-rate of PC15 against {c} (PSNR, reference's 0.1-0.5 bpp window): "
-                             + ("n/a (curves do not overlap)" if bd is None else f"{bd:+.1f} %"))
+                bs = bd_rate(ssim_curves["pc15"], ssim_curves[c], col=2)
+                fmt = lambda v: "n/a (curves do not overlap)" if v is None else f"{v:+.1f} %"  # noqa: E731
+                lines.append(f"BD-rate of PC15 against {c} (reference's 0.1-0.5 bpp window): PSNR {fmt(bd)}, "
+                             f"SSIM {fmt(bs)}")
     return "\n".join(lines)
 
 
@@ -208,6 +277,11 @@ def main(argv=None) -> int:
     if bad:
         print(f"error: unknown codec(s) {bad}; choose from {list(CODECS)}", file=sys.stderr)
         return 2
+    missing = [c for c in codecs if not available(c)]
+    if missing:
+        print(f"note: leaving out {missing}: their Pillow plugins ({', '.join(PLUGINS[c] for c in missing)}) are "
+              "not installed (pip install -e '.[dev]')", file=sys.stderr)
+        codecs = [c for c in codecs if c not in missing]
     try:
         images = load_images(args.images or ([KODAK] if KODAK.is_dir() else []), args.gray) if (
             args.images or KODAK.is_dir()) else _fallback(args.gray)
@@ -228,7 +302,7 @@ def main(argv=None) -> int:
     mode = "grayscale" if args.gray else "colour"
     atomic_write_bytes(out / "rd_points.json", json.dumps({"mode": mode, "images": [n for n, _ in images],
                                                             "points": points}, indent=1).encode())
-    tab = table(points, codecs)
+    tab = table(points, codecs, float(np.mean([blockiness(img) for _, img in images])))
     atomic_write_bytes(out / "rd_table.md", (f"Mean PSNR dB (SSIM), {mode}, {len(images)} images\n\n" + tab + "\n").encode())
     plot(points, codecs, out / "rd_curves.png", f"{mode}, {len(images)} images")
     print(tab)
