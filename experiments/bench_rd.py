@@ -127,8 +127,7 @@ def _metrics(img: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
 def _seams(L: int) -> np.ndarray:
     """Seam pixels of PC15's 0.1-bpp tile grid along an axis of length ``L`` between two inside
     tiles (tiles that touch the image border on that axis are left out)."""
-    starts = pc.tile_starts(L, BLOCK_TILE, BLOCK_OVERLAP) if L > BLOCK_TILE else np.zeros(1, np.int64)
-    return np.asarray(starts[2:-1], np.int64)  # seam k lies at the start of tile k
+    return pc.tile_starts(L, BLOCK_TILE, BLOCK_OVERLAP)[2:-1]  # seam k lies at the start of tile k
 
 
 def blockiness(rec: np.ndarray) -> float:

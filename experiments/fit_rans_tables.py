@@ -72,7 +72,7 @@ def count_symbols(table_id: str, images, settings) -> dict:
     for name, img, (tile, overlap, lam) in tqdm(jobs, desc=f"encoding with {table_id}", unit="img"):
         cfg = pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=lam, table_id=table_id)
         enc = pc.encode_y(img, cfg)
-        _, planes = codec._parse(enc["bitstream"])
+        _, planes, _ = codec._parse(enc["bitstream"])
         count, gen, params, seed, coef, dc = planes[0]
         ny, nx = enc["stats"]["grid"]
         np.add.at(counts["dc"], dc_delta(dc, ny, nx, DC_PREDICTOR) + MAX_DC, 1)

@@ -204,12 +204,17 @@ def _body_start(stream: bytes) -> int:
     return _crc_pos(stream) + 4
 
 
-def _crc_pos(stream: bytes) -> int:
-    """Where the header's CRC sits (after the meta, and the tools block when there is one)."""
+def _tools_pos(stream: bytes) -> int:
+    """Where the header's meta ends (and its tools block starts, when there is one)."""
     pos = C._FIXED.size
     pos += 1 + stream[pos]
     (n_meta,) = struct.unpack_from("<H", stream, pos)
-    pos += 2 + n_meta
+    return pos + 2 + n_meta
+
+
+def _crc_pos(stream: bytes) -> int:
+    """Where the header's CRC sits (after the meta, and the tools block when there is one)."""
+    pos = _tools_pos(stream)
     if stream[5] & 0x80:
         pos += 4 + struct.unpack_from("<H", stream, pos + 2)[0]
     return pos

@@ -103,7 +103,7 @@ def test_shipped_context_tables_beat_the_context_free_ones(camera):
     """The same symbols cost fewer bits under pc15-v2 (contexts) than under pc15-v1."""
     img = (camera[128:384, 128:384] * 255).astype(np.uint8)
     enc = pc.encode_y(img, pc.CodecConfig(tile=16, overlap=1, lambda_rd=0.1, table_id="pc15-v1"))
-    _, planes = codec._parse(enc["bitstream"])
+    _, planes, _ = codec._parse(enc["bitstream"])
     ny, nx = enc["stats"]["grid"]
     totals = {}
     for tid in ("pc15-v1", "pc15-v2"):
@@ -121,7 +121,7 @@ def test_search_prices_atoms_as_the_coder_does(camera):
     img = (camera[:192, :192] * 255).astype(np.uint8)
     cfg = pc.CodecConfig(tile=16, overlap=1, lambda_rd=0.05)
     enc = pc.encode_y(img, cfg)
-    _, planes = codec._parse(enc["bitstream"])
+    _, planes, _ = codec._parse(enc["bitstream"])
     count, gen, params, seed_, coef, dc = planes[0]
     t = codec.codec_tables(cfg)
     dic = codec.dictionary_for(cfg)

@@ -23,13 +23,13 @@ from shared_runtime import atomic_write_bytes
 
 from ..bitstream import BitstreamError, rans_decode, rans_encode
 from ..bitstream.rans import check_symbol_count
-from ..bitstream.container import StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes, unpack_stream
+from ..bitstream.container import TOOLS, StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes, unpack_stream
 from ..bitstream.models import MAX_ATOMS, MAX_COEF, GenLayout, SymbolModel, load_table_json
 from . import generators as gens
 from .color import as_rgb_float, rgb_to_ycbcr, subsample_420, upsample_420, ycbcr_to_rgb
 from .config import CodecConfig, resolve_config
 from .dictionary import get_dictionary
-from .loopfilter import filter_plane, fit_loop_filter, pack_filters, unpack_filters
+from .loopfilter import NO_FILTER, filter_plane, fit_loop_filter, pack_filters, unpack_filters
 from .pipeline import as_gray_float
 from .score import RateModel
 from .search import SearchTables, _reconstruct, dictionary_for, make_tables, search_atoms
@@ -145,7 +145,7 @@ def _plane_filters(h: StreamHeader) -> list[np.ndarray]:
     """Loop filter taps of every plane (int32 ``[C, 12]``, no rows: not filtered). Raises BitstreamError."""
     n = len(plane_shapes(h.layout, h.H, h.W))
     if "loop_filter" not in h.tool_names:
-        return [np.zeros((0, 12), np.int32)] * n
+        return [NO_FILTER] * n
     return unpack_filters(h.tool_data, n)
 
 
@@ -155,12 +155,13 @@ def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, 
     return filter_plane(y, taps, h.tile, h.overlap)
 
 
-def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], pre=None) -> np.ndarray:
-    """The decoder's image: ``[H, W]`` for layout Y, ``[H, W, 3]`` RGB for YCbCr420. ``pre``: the
-    planes before the loop filter, when the encoder has them already."""
+def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], filters: list[np.ndarray], pre=None) -> np.ndarray:
+    """The decoder's image: ``[H, W]`` for layout Y, ``[H, W, 3]`` RGB for YCbCr420. ``filters``:
+    every plane's loop filter taps (:func:`_plane_filters`); ``pre``: the planes before the loop
+    filter, when the encoder has them already."""
     shapes = plane_shapes(h.layout, h.H, h.W)
     pre = [None] * len(planes) if pre is None else pre
-    out = [_decoded_plane(h, sym, shp, taps, y) for sym, shp, taps, y in zip(planes, shapes, _plane_filters(h), pre)]
+    out = [_decoded_plane(h, sym, shp, taps, y) for sym, shp, taps, y in zip(planes, shapes, filters, pre)]
     if h.layout == "Y":
         return np.asarray(jax.device_get(out[0]))
     ycc = jnp.stack([out[0], upsample_420(out[1], h.H, h.W), upsample_420(out[2], h.H, h.W)], axis=-1)
@@ -239,11 +240,11 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None) -
         meta["ai"] = cfg.ai.describe()
     if layout != "Y":
         meta["chroma_lambda"] = r6(cfg.chroma_lambda)
-    lf = filters is not None and any(t.shape[0] for t in filters)
+    lf = filters is not None and any(t.shape[0] for t in filters)  # a tools block only where a filter is signalled
     return StreamHeader(H=H, W=W, tile=cfg.tile, overlap=cfg.overlap, window=cfg.window,
                         window_param=_window_param(cfg), seed=cfg.seed, gain_step=cfg.gain_step,
                         dc_step=cfg.dc_step, gamma_seam=cfg.gamma_seam, seam_power=cfg.seam_power,
-                        table_id=cfg.table_id, layout=layout, meta=meta, tools=1 if lf else 0,
+                        table_id=cfg.table_id, layout=layout, meta=meta, tools=1 << TOOLS.index("loop_filter") if lf else 0,
                         tool_data=pack_filters(filters) if lf else b"")
 
 
@@ -305,18 +306,20 @@ def _parse_plane(model: SymbolModel, h: StreamHeader, shape, n_a, A, n_b, B) -> 
     return PlaneSymbols(count, gen, params, seed, coef, dc_q)
 
 
-def _parse(data: bytes) -> tuple[StreamHeader, list[PlaneSymbols]]:
+def _parse(data: bytes) -> tuple[StreamHeader, list[PlaneSymbols], list[np.ndarray]]:
+    """Bytes -> (header, every plane's symbols, every plane's loop filter taps), all checked before
+    anything is rendered."""
     h, payloads = unpack_stream(data)
-    _plane_filters(h)  # its parameters are checked before anything is rendered
+    filters = _plane_filters(h)
     model = symbol_model(h.table_id)
     planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(plane_shapes(h.layout, h.H, h.W), payloads)]
-    return h, planes
+    return h, planes, filters
 
 
 def read_bitstream(data_or_path) -> tuple[StreamHeader, list[TileRec]]:
     """Parse a v15 stream (bytes or a file path) -> (header, one :class:`TileRec` per tile)."""
     data = _read_bytes(data_or_path)
-    h, planes = _parse(data)
+    h, planes, _ = _parse(data)
     if h.layout != "Y":
         raise BitstreamError("read_bitstream reads grayscale streams; a colour stream holds three planes "
                              "(use pc.decode, pc.decode_y for its luma, or the CLI's info)")
@@ -463,21 +466,21 @@ def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
 
 
 def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str):
-    """The planes before the loop filter, and the stream header with the filters fitted to them."""
+    """-> (the stream header, every plane's loop filter taps fitted to it, the planes before the filter)."""
     h0 = _header(cfg, H, W, layout)
     pre = [_reconstruct_plane(h0, sym, shp) for sym, shp in zip(planes, plane_shapes(layout, H, W))]
     if not cfg.loop_filter:
-        return h0, pre
+        return h0, [NO_FILTER] * len(planes), pre
     lams = [cfg.lambda_rd] + [cfg.lambda_rd * cfg.chroma_lambda] * (len(planes) - 1)
     filters = [fit_loop_filter(x, np.asarray(jax.device_get(y)), cfg.tile, cfg.overlap, lam, cfg.alpha_mix)
                for x, y, lam in zip(originals, pre, lams)]
-    return _header(cfg, H, W, layout, filters), pre
+    return _header(cfg, H, W, layout, filters), filters, pre
 
 
 def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, search_s, tiles, t0) -> dict:
-    h, pre = _with_filters(cfg, originals, planes, H, W, layout)
+    h, filters, pre = _with_filters(cfg, originals, planes, H, W, layout)
     data, bits = _pack(h, symbol_model(cfg.table_id), planes)
-    recon = _reconstruct_all(h, planes, pre)
+    recon = _reconstruct_all(h, planes, filters, pre)
     hist: Counter = Counter()
     for sym in planes:
         live = np.arange(sym.gen.shape[1])[None, :] < sym.count[:, None]
@@ -488,7 +491,7 @@ def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, se
              "atoms": int(sum(p.count.sum() for p in planes)),
              "max_atoms_used": int(max(p.count.max() if p.count.size else 0 for p in planes)),
              "generators": dict(hist.most_common()), "bits_by_class": bits, "tools": list(h.tool_names),
-             "loop_filter_classes": [int(t.shape[0]) for t in _plane_filters(h)], "search_s": search_s,
+             "loop_filter_classes": [int(t.shape[0]) for t in filters], "search_s": search_s,
              "lambda_rd": cfg.lambda_rd, "encode_s": time.perf_counter() - t0}
     return {"bitstream": data, "bpp": 8.0 * len(data) / (h.H * h.W), "recon": recon, "stats": stats}
 
@@ -528,8 +531,8 @@ def decode(bitstream, device=None) -> np.ndarray:
     Raises:
       BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
     """
-    h, planes = _parse(_read_bytes(bitstream))
-    img = _run_on(device, lambda: _reconstruct_all(h, planes))
+    h, planes, filters = _parse(_read_bytes(bitstream))
+    img = _run_on(device, lambda: _reconstruct_all(h, planes, filters))
     return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
 
 
@@ -543,15 +546,14 @@ def decode_y(bitstream, device=None) -> np.ndarray:
     Raises:
       BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
     """
-    h, planes = _parse(_read_bytes(bitstream))
-    taps = _plane_filters(h)[0]
-    return _run_on(device, lambda: np.asarray(jax.device_get(_decoded_plane(h, planes[0], (h.H, h.W), taps))))
+    h, planes, filters = _parse(_read_bytes(bitstream))
+    return _run_on(device, lambda: np.asarray(jax.device_get(_decoded_plane(h, planes[0], (h.H, h.W), filters[0]))))
 
 
 def stream_info(bitstream) -> dict:
     """Header fields, tile grids, generator histogram and ideal bits per symbol class of a stream."""
     data = _read_bytes(bitstream)
-    h, planes = _parse(data)
+    h, planes, filters = _parse(data)
     model = symbol_model(h.table_id)
     hist: Counter = Counter()
     bits: Counter = Counter()
@@ -568,7 +570,7 @@ def stream_info(bitstream) -> dict:
         "version": h.version, "layout": h.layout, "width": h.W, "height": h.H, "tile": h.tile,
         "overlap": h.overlap, "window": h.window, "window_param": h.window_param, "seed": h.seed,
         "gain_step": h.gain_step, "dc_step": h.dc_step, "table_id": h.table_id, "meta": h.meta,
-        "tools": list(h.tool_names), "loop_filter_classes": [int(t.shape[0]) for t in _plane_filters(h)],
+        "tools": list(h.tool_names), "loop_filter_classes": [int(t.shape[0]) for t in filters],
         "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W),
         "tiles": int(sum(p["grid"][0] * p["grid"][1] for p in per_plane)), "grid": per_plane[0]["grid"],
         "planes": per_plane, "atoms": int(sum(p["atoms"] for p in per_plane)),

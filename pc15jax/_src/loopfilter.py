@@ -34,7 +34,7 @@ from ..bitstream.errors import BitstreamError
 from .metrics import K2
 from .tiling import tile_starts
 
-__all__ = ["OFFSETS", "STEP", "CLASS_CHOICES", "pixel_classes", "apply_loop_filter", "fit_loop_filter",
+__all__ = ["OFFSETS", "STEP", "CLASS_CHOICES", "NO_FILTER", "pixel_classes", "apply_loop_filter", "fit_loop_filter",
            "pack_filters", "unpack_filters", "filter_plane"]
 
 RADIUS = 3
@@ -42,6 +42,8 @@ OFFSETS = tuple((dy, dx) for dy in range(-RADIUS, RADIUS + 1) for dx in range(-R
                 if abs(dy) + abs(dx) <= RADIUS and (dy, dx) > (0, 0))  # 12 pairs of the 7x7 diamond
 STEP = 1.0 / 128.0  # tap quantum
 CLASS_CHOICES = (1, 3)  # filters per plane a stream may signal (0: the plane is not filtered)
+NO_FILTER = np.zeros((0, len(OFFSETS)), np.int32)  # the taps of a plane that is not filtered
+NO_FILTER.setflags(write=False)
 _BITS_PER_FILTER = 8 * len(OFFSETS)
 _MIN_PIXELS = 64  # a class with fewer pixels keeps no filter (nothing to fit)
 
@@ -113,7 +115,7 @@ def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: 
     F = _differences(y)
     w = float(np.mean(_pixel_weights(x, tile, alpha)))
     e = x - y
-    best_j, best = 0.0, np.zeros((0, len(OFFSETS)), np.int32)
+    best_j, best = 0.0, NO_FILTER
     for n in CLASS_CHOICES:
         cls = pixel_classes(H, W, tile, overlap, n)
         taps = np.zeros((n, len(OFFSETS)), np.int32)
