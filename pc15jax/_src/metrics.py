@@ -83,6 +83,11 @@ def filter_matrix(L: int, k: np.ndarray) -> np.ndarray:
     return G.astype(np.float32)
 
 
+def _taps2(x, k):
+    """Separable Gaussian of the last two axes by 11 shifted multiply-adds per axis."""
+    return _filter_1d(_filter_1d(x, k, -2), k, -1)
+
+
 def _gauss2(x, k):
     """Separable Gaussian of the last two axes. Small planes: ``G_H @ x @ G_W^T`` (matmul units,
     cheap on every backend); large planes: 11 shifted multiply-adds per axis."""
@@ -95,23 +100,30 @@ def _gauss2(x, k):
         mm = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
         y = jnp.swapaxes(mm(x, gw.T), -1, -2)  # filtered along W, then H to the last axis
         return jnp.swapaxes(mm(y, gh.T), -1, -2)
-    return _filter_1d(_filter_1d(x, k, -2), k, -1)
+    return _taps2(x, k)
 
 
 def ssim_map(a, b, max_val: float = 1.0) -> jax.Array:
     """Per-pixel SSIM map ``[..., H, W]`` (no crop), reflect boundaries.
 
-    Also used by the search on single tiles, where every pixel counts.
+    Also used by the search on single tiles, where every pixel counts: small planes are filtered
+    by matrix products there, whose rounding may differ with the batch a plane is in (float32
+    SSIM carries ~1e-5 of rounding either way).
     """
+    return _ssim_map(a, b, max_val, _gauss2, jnp.mean)
+
+
+def _ssim_map(a, b, max_val, gauss, centre) -> jax.Array:
+    """SSIM map with the Gaussian ``gauss(x, k)`` and the plane shift ``centre(a, axis, keepdims)``."""
     a, b = _check_pair(a, b)
     k = gaussian_kernel()
     c1 = (K1 * max_val) ** 2
     c2 = (K2 * max_val) ** 2
-    # (co)variances are shift invariant: centre both planes on a's mean to avoid float32
+    # (co)variances are shift invariant: centre both planes on a central value of a to avoid float32
     # cancellation in E[x^2] - E[x]^2, then shift the means back.
-    m = jnp.mean(a, axis=(-2, -1), keepdims=True)
+    m = centre(a, axis=(-2, -1), keepdims=True)
     a0, b0 = a - m, b - m
-    ux0, uy0, uxx, uyy, uxy = _gauss2(jnp.stack([a0, b0, a0 * a0, b0 * b0, a0 * b0]), k)
+    ux0, uy0, uxx, uyy, uxy = gauss(jnp.stack([a0, b0, a0 * a0, b0 * b0, a0 * b0]), k)
     vx = uxx - ux0 * ux0
     vy = uyy - uy0 * uy0
     vxy = uxy - ux0 * uy0
@@ -119,6 +131,11 @@ def ssim_map(a, b, max_val: float = 1.0) -> jax.Array:
     num = (2.0 * ux * uy + c1) * (2.0 * vxy + c2)
     den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
     return num / den
+
+
+def _subsampled_median(a, axis, keepdims):
+    """Median of every 4th pixel of each plane ``[..., H, W]``: a central value, batch-invariant."""
+    return jnp.median(a[..., ::4, ::4], axis=axis, keepdims=keepdims)
 
 
 def ssim(a, b, max_val: float = 1.0) -> jax.Array:
@@ -143,7 +160,9 @@ def ssim(a, b, max_val: float = 1.0) -> jax.Array:
     H, W = a.shape[-2:]
     if min(H, W) < 2 * SSIM_RADIUS + 1:  # no full window fits: one window, the whole plane
         return _global_ssim(a, b, max_val)
-    m = ssim_map(a, b, max_val)
+    # Batch-invariant: shifted multiply-adds in a fixed order and the median as the shift (a sort
+    # is exact, a mean's summation order is not), so a plane scores the same alone or in a batch.
+    m = _ssim_map(a, b, max_val, _taps2, _subsampled_median)
     r = SSIM_RADIUS
     return jnp.mean(m[..., r:H - r, r:W - r], axis=(-2, -1))
 
