@@ -167,13 +167,10 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    import pc15jax as pc
+    from pc15jax._src.codec import decode_native
 
     t = time.perf_counter()
-    from pc15jax._src.codec import _parse, _read_bytes
-
-    layout = _parse(_read_bytes(args.input))[0].layout
-    img = pc.decode(args.input) if layout != "Y" else pc.decode_y(args.input)
+    img = decode_native(args.input)  # parsed once, in the stream's own layout
     _save_png(Path(args.out), img)
     print(f"{args.input} -> {args.out}: {img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t:.2f} s")
     return 0

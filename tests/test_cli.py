@@ -141,3 +141,12 @@ def test_json_is_strict_and_folders_and_alpha(tmp_path, capsys):
     empty.mkdir()
     assert cli.main(["encode", str(empty), "-o", str(tmp_path / "o2")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+def test_import_leaves_flax_and_scipy_for_later():
+    # a fresh process pays for what it imports: the codec's start-up needs neither the models'
+    # Flax nor scipy (the hooked search and the loop filter's fit import them on first use)
+    code = "import sys, pc15jax; print(sorted(m for m in ('flax', 'optax', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -158,3 +158,13 @@ def test_header_validates_tools():
     with pytest.raises(ValueError, match="tool data"):
         C.StreamHeader(H=8, W=8, tile=8, overlap=0, tool_data=b"x")
     assert C.StreamHeader(H=8, W=8, tile=8, overlap=0, tools=1, tool_data=b"\0").tool_names == ("loop_filter",)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 16, 40])
+def test_box_mean_is_scipys_uniform_filter(size):
+    from scipy.ndimage import uniform_filter
+
+    from pc15jax._src.loopfilter import box_mean
+
+    x = np.random.default_rng(size).random((23, 31))
+    np.testing.assert_allclose(box_mean(x, size), uniform_filter(x, size, mode="nearest"), rtol=0, atol=1e-12)

@@ -531,9 +531,14 @@ def decode(bitstream, device=None) -> np.ndarray:
     Raises:
       BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
     """
-    h, planes, filters = _parse(_read_bytes(bitstream))
-    img = _run_on(device, lambda: _reconstruct_all(h, planes, filters))
+    img = decode_native(bitstream, device)
     return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
+
+
+def decode_native(bitstream, device=None) -> np.ndarray:
+    """Decode a v15 stream to its own layout: float32 ``[H, W]`` (grayscale) or ``[H, W, 3]`` RGB."""
+    h, planes, filters = _parse(_read_bytes(bitstream))
+    return _run_on(device, lambda: _reconstruct_all(h, planes, filters))
 
 
 def decode_y(bitstream, device=None) -> np.ndarray:

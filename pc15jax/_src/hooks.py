@@ -26,7 +26,6 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -312,16 +311,25 @@ def prepare_hooks(hooks, gen_prior: np.ndarray):
     ld = hooks.loaded()
     if ld.m1 is None:
         return None
+    import flax.nnx as nnx  # only a hooked search with models needs Flax
+
     split = lambda m: nnx.split(m) if m is not None else (None, None)  # noqa: E731
     (d1, s1), (d2, s2), (d3, s3) = split(ld.m1), split(ld.m2), split(ld.m3)
     plan = HookPlan("m1", hooks.topk, d1, d2, d3, hooks.rd_keep if d3 is not None else 0)
     return plan, {"prior": prior, "m1": s1, "m2": s2, "m3": s3}
 
 
+def merge_model(graphdef, state):
+    """The Flax module of a split model (Flax is imported here, on first use)."""
+    import flax.nnx as nnx
+
+    return nnx.merge(graphdef, state)
+
+
 def selector_logits(feats, plan: HookPlan, hp) -> jax.Array:
     """Generator logits ``[N, G]`` of raw tile features ``[N, F]``."""
     if plan.selector == "m1":
-        return nnx.merge(plan.m1_def, hp["m1"])(feats)
+        return merge_model(plan.m1_def, hp["m1"])(feats)
     # heuristic: columns of tile_features (see pc15jax.ai.features)
     low = jnp.mean(feats[:, COL_PYRAMID4] ** 2, axis=1)  # coarse-scale share of the unit-RMS residual
     coh = feats[:, COL_COHERENCE]

@@ -28,7 +28,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.ndimage import uniform_filter
 
 from ..bitstream.errors import BitstreamError
 from .metrics import K2
@@ -96,9 +95,25 @@ def _differences(y: np.ndarray) -> np.ndarray:
 def _pixel_weights(x: np.ndarray, tile: int, alpha: float) -> np.ndarray:
     """The search's distortion weight per pixel: ``alpha * kappa + (1 - alpha)`` with ``kappa =
     1 / (2 var + C2)`` of the tile-sized neighbourhood (``1 - SSIM ~ kappa * MSE``)."""
-    m = uniform_filter(x, tile, mode="nearest")
-    var = np.maximum(uniform_filter(x * x, tile, mode="nearest") - m * m, 0.0)
+    x = np.asarray(x, np.float64)
+    m = box_mean(x, tile)
+    var = np.maximum(box_mean(x * x, tile) - m * m, 0.0)
     return alpha / (2.0 * var + K2 * K2) + (1.0 - alpha)
+
+
+def box_mean(x: np.ndarray, size: int) -> np.ndarray:
+    """Mean over ``size x size`` windows, edges repeated -> float64 ``[H, W]``: what
+    ``scipy.ndimage.uniform_filter(x, size, mode="nearest")`` gives (window ``[i - size // 2,
+    i + size - 1 - size // 2]``), by cumulative sums (and without importing scipy)."""
+    lo, hi = size // 2, size - 1 - size // 2
+    out = np.asarray(x, np.float64)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (lo + 1, hi)
+        c = np.cumsum(np.pad(out, pad, mode="edge"), axis=axis)
+        n = out.shape[axis]
+        out = (np.take(c, np.arange(size, size + n), axis=axis) - np.take(c, np.arange(n), axis=axis)) / size
+    return out
 
 
 def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: float, alpha: float) -> np.ndarray:

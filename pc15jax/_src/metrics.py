@@ -157,6 +157,11 @@ def ssim(a, b, max_val: float = 1.0) -> jax.Array:
       1.0
     """
     a, b = _check_pair(a, b)
+    return _ssim_planes(a, b, max_val)
+
+
+@jax.jit  # one program per shape (eager, its ~50 operations would each be compiled in a new process)
+def _ssim_planes(a, b, max_val):
     H, W = a.shape[-2:]
     if min(H, W) < 2 * SSIM_RADIUS + 1:  # no full window fits: one window, the whole plane
         return _global_ssim(a, b, max_val)
@@ -180,6 +185,11 @@ def _global_ssim(a, b, max_val: float) -> jax.Array:
 def mse(a, b) -> jax.Array:
     """Mean squared error per plane, ``[...]``."""
     a, b = _check_pair(a, b)
+    return _mse(a, b)
+
+
+@jax.jit
+def _mse(a, b):
     return jnp.mean((a - b) ** 2, axis=(-2, -1))
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -480,7 +479,7 @@ def _m2_candidates(pr: _Prep, t: SearchTables, p: SearchParams, feats, topg, pla
     neighbours of the best of them -> (candidates ``[N, M]``, their proxy terms)."""
     N, K = topg.shape
     g = topg.reshape(-1)
-    lg = nnx.merge(plan.m2_def, hp["m2"])(jnp.repeat(feats, K, axis=0), g)  # [P, D, L]
+    lg = _hooks.merge_model(plan.m2_def, hp["m2"])(jnp.repeat(feats, K, axis=0), g)  # [P, D, L]
     lv = gt.levels[g]
     lg = jnp.where(jnp.arange(lg.shape[-1])[None, None, :] < lv[:, :, None], lg, -jnp.inf)
     idx = jnp.argmax(lg, axis=-1).astype(jnp.int32)
@@ -524,7 +523,7 @@ def _rerank(pr: _Prep, t: SearchTables, p: SearchParams, hp, plan, cand, scores,
         cand, j, d, bits, c = (jnp.take_along_axis(v, top, axis=1) for v in (cand, j, d, bits, c))
         f = _hooks.candidate_features(j, d, bits, c, pr.energy, pr.kappa, pr.n_prev,
                                       t.atom_gen[jnp.maximum(cand, 0)], p.lam, n)
-        pred = nnx.merge(plan.m3_def, hp["m3"])(f)
+        pred = _hooks.merge_model(plan.m3_def, hp["m3"])(f)
         rank = jnp.where(jnp.isfinite(j), jnp.log(j + 1e-10) + pred, jnp.inf)
         keep = plan.rd_keep
     _, pos = lax.top_k(-rank, min(keep, cand.shape[1]))

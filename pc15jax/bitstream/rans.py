@@ -256,6 +256,10 @@ def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, ta
     L = _lanes(n, lanes)
     if len(buf) < 4 * L:
         raise BitstreamError("rANS payload is truncated (no room for the final states)")
+    # Only the tables the symbols use are unpacked (a context model holds a hundred or more).
+    used, tid = np.unique(tid, return_inverse=True)
+    tables = [tables[int(k)] for k in used]
+    tid = tid.reshape(-1).astype(np.int64)
     if L == 1:
         return _decode_scalar(buf, tables, tid, prec, n)
     return _decode_lanes(np.frombuffer(buf, "<u2").astype(np.uint64), tables, tid, prec, n, L)
