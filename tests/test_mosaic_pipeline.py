@@ -135,6 +135,45 @@ def test_grid_covers_canvas_and_assigns_frames(sim_rgb):
         mj.make_grid(frames, overlap=0.95)
 
 
+def _tan_frame(crval, crpix, scale, angle_deg=0.0, system=("RA---TAN", "DEC--TAN")):
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = list(system)
+    w.wcs.crval, w.wcs.crpix = crval, crpix
+    t = np.radians(angle_deg)
+    w.wcs.cd = scale * np.array([[-np.cos(t), np.sin(t)], [np.sin(t), np.cos(t)]])
+    return w
+
+
+@pytest.mark.parametrize("case", ["grid", "rotated", "pole", "galactic"])
+def test_optimal_wcs_is_reprojects(case, sim_rgb):
+    from reproject.mosaicking import find_optimal_celestial_wcs
+
+    from mosaic_jax._src.grid import optimal_tan_wcs
+
+    if case == "grid":
+        items = [(f.shape, f.wcs) for f in (mj.scan_frame(p) for p, _, _ in mj.find_inputs([sim_rgb[0]]))]
+    elif case == "rotated":  # mixed scales and orientations: the finest scale, north up
+        items = [((120, 100), _tan_frame([210 + 0.05 * k, -60 + 0.03 * k], [50, 60], 1e-3 * (1 + 0.1 * k), a))
+                 for k, a in enumerate((0, 17, 33, 95))]
+    elif case == "pole":  # across RA = 0, next to the pole
+        items = [((60, 60), _tan_frame([359.9 + 0.1 * k, 89.5 + 0.1 * k], [30, 30], 2e-3)) for k in range(3)]
+    else:
+        items = [((80, 90), _tan_frame([0.2 * k, 0.1 * k], [40, 45], 3e-3, 0, ("GLON-TAN", "GLAT-TAN")))
+                 for k in range(3)]
+    want, want_shape = find_optimal_celestial_wcs(items, projection="TAN")
+    got, got_shape = optimal_tan_wcs(items)
+    assert got_shape == tuple(int(v) for v in want_shape)
+    hw, hg = want.to_header(), got.to_header()
+    assert set(hw) == set(hg)
+    for k in hw:
+        if isinstance(hw[k], float):
+            assert hg[k] == pytest.approx(hw[k], rel=1e-9, abs=1e-9), k
+        else:
+            assert hg[k] == hw[k], k
+
+
 # ---------------------------------------------------------------------------------------------
 # Seam metric
 # ---------------------------------------------------------------------------------------------

@@ -105,15 +105,73 @@ def _farthest(frames) -> str:
     return frames[int(np.argmin(v @ mean))].name
 
 
+_SKY_SYSTEMS = {"RA--": ("RA---TAN", "DEC--TAN"), "GLON": ("GLON-TAN", "GLAT-TAN"), "ELON": ("ELON-TAN", "ELAT-TAN")}
+
+
+def _sky_system(w: WCS) -> tuple | None:
+    """``(lon ctype prefix, radesys, equinox)`` of a celestial WCS whose axes are (lon, lat), else None."""
+    c = w.celestial
+    if c.naxis != 2 or c.wcs.lng != 0 or c.wcs.lat != 1:
+        return None
+    lon = c.wcs.ctype[0][:4]
+    if lon not in _SKY_SYSTEMS or any(u not in ("deg", "") for u in c.wcs.cunit):
+        return None
+    return lon, (c.wcs.radesys or "ICRS") if lon == "RA--" else "", c.wcs.equinox if np.isfinite(c.wcs.equinox) else None
+
+
+def optimal_tan_wcs(shapes_and_wcs) -> tuple[WCS, tuple[int, int]]:
+    """Distortion-free TAN WCS and ``(ny, nx)`` canvas covering every ``(shape, wcs)`` frame.
+
+    The same rule as ``reproject.mosaicking.find_optimal_celestial_wcs(..., projection="TAN")``:
+    tangent point at the mean direction of the frames' reference pixels, north up, the finest
+    input pixel scale, the canvas the bounding box of the frames' pixel-edge corners. Computed
+    with ``astropy.wcs`` alone (importing reproject costs a fresh process about a second); frames
+    in different celestial systems go to reproject's own function, which converts between them.
+    """
+    items = [(tuple(int(v) for v in shape[-2:]), w) for shape, w in shapes_and_wcs]
+    systems = {_sky_system(w) for _, w in items}
+    if len(systems) != 1 or None in systems:
+        from reproject.mosaicking import find_optimal_celestial_wcs
+
+        return find_optimal_celestial_wcs(items, projection="TAN")
+    (lon, radesys, equinox), = systems
+    corners, refs, scales = [], [], []
+    for (ny, nx), w in items:
+        c = w.celestial
+        xc, yc = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5]), np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+        corners.append(np.stack(c.all_pix2world(xc, yc, 0), axis=1))
+        refs.append(c.all_pix2world(np.asarray([c.wcs.crpix]), 1)[0])
+        scales.append(float(np.min(np.abs(proj_plane_pixel_scales(c)))))
+    if not np.all(np.isfinite(np.concatenate(corners))):
+        raise ValueError("a frame's corners do not map to the sky")
+    lo, la = np.radians(np.asarray(refs)).T
+    v = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1).mean(axis=0)
+    crval = (math.degrees(math.atan2(v[1], v[0])) % 360.0, math.degrees(math.atan2(v[2], math.hypot(v[0], v[1]))))
+    out = WCS(naxis=2)
+    out.wcs.ctype = list(_SKY_SYSTEMS[lon])
+    out.wcs.cunit = ["deg", "deg"]
+    if radesys:
+        out.wcs.radesys = radesys
+    if equinox is not None:
+        out.wcs.equinox = equinox
+    out.wcs.crval = crval
+    res = min(scales)
+    out.wcs.cdelt = (-res, res)
+    out.wcs.crpix = (1.0, 1.0)
+    out.wcs.set()
+    xp, yp = out.all_world2pix(np.concatenate(corners), 1).T
+    out.wcs.crpix = ((1.0 - xp.min()) + 0.5, (1.0 - yp.min()) + 0.5)
+    out.wcs.set()
+    return out, (int(round(yp.max() - yp.min())), int(round(xp.max() - xp.min())))
+
+
 def make_grid(frames: list[FrameInfo], *, tile_size_factor: float = 4.0, overlap: float = 0.4,
               min_tile: int = 64) -> Grid:
-    """Global WCS + canvas (``reproject.mosaicking.find_optimal_celestial_wcs``: distortion-free TAN,
-    the union of the frames' footprints at the finest input pixel scale), square tiles of side
+    """Global WCS + canvas (:func:`optimal_tan_wcs`: distortion-free TAN, the union of the frames'
+    footprints at the finest input pixel scale), square tiles of side
     ``tile_size_factor x`` the median frame side (in canvas pixels, at least ``min_tile``, at most
     the canvas) overlapping by the fraction ``overlap``, and every frame assigned to each tile its
     footprint's bounding box intersects."""
-    from reproject.mosaicking import find_optimal_celestial_wcs
-
     if not frames:
         raise MosaicInputError("no usable frames")
     if not (tile_size_factor > 0 and math.isfinite(tile_size_factor)):
@@ -121,7 +179,7 @@ def make_grid(frames: list[FrameInfo], *, tile_size_factor: float = 4.0, overlap
     if not (0 <= overlap < 0.9):
         raise ValueError(f"overlap must lie in [0, 0.9), got {overlap}")
     try:
-        wcs, shape = find_optimal_celestial_wcs([(f.shape, f.wcs) for f in frames], projection="TAN")
+        wcs, shape = optimal_tan_wcs([(f.shape, f.wcs) for f in frames])
     except ValueError as e:  # reproject: "cannot convert float NaN to integer" for far-apart frames
         raise MosaicInputError(f"the frames do not fit on one TAN canvas ({e}); the farthest from the others is "
                                f"{_farthest(frames)} (frames from distant fields?): build them separately") from None
