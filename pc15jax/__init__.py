@@ -14,6 +14,7 @@ from pc15jax.bitstream import BitstreamError, RansTable, build_rans_tables, rans
 from pc15jax.bitstream.container import StreamHeader, TileRec
 from pc15jax._src.codec import (
     decode,
+    decode_native,
     decode_y,
     encode,
     encode_y,
@@ -57,6 +58,7 @@ __all__ = (
     "TileRec",
     "build_rans_tables",
     "decode",
+    "decode_native",
     "decode_y",
     "encode",
     "encode_y",

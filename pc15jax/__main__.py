@@ -70,24 +70,18 @@ def load_image(path: str | None, gray: bool) -> tuple[np.ndarray, str]:
         return data.camera(), "skimage.data.camera"
     from PIL import Image, UnidentifiedImageError
 
+    from pc15jax._src.pilio import coding_mode, has_alpha
+
     try:
         with Image.open(path) as im:
-            if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
+            if has_alpha(im):
                 print(f"warning: {path}: its alpha channel is not coded (PC15 codes colour or grey only)",
                       file=sys.stderr)
-            mode = "L" if gray or im.mode in ("L", "LA", "I", "I;16", "F", "1", "P") and not _palette_colour(im) else "RGB"
-            return np.asarray(im.convert(mode)), str(path)
+            return np.asarray(im.convert(coding_mode(im, gray))), str(path)
     except FileNotFoundError:
         raise ValueError(f"input not found: {path}") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"cannot read {path} as an image: {e}") from None
-
-
-def _palette_colour(im) -> bool:
-    if im.mode != "P":
-        return False
-    rgb = np.asarray(im.convert("RGB"))
-    return not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
 def _save_png(path: Path, img01: np.ndarray) -> None:
