@@ -130,19 +130,28 @@ def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: 
     F = _differences(y)
     w = float(np.mean(_pixel_weights(x, tile, alpha)))
     e = x - y
+    # Normal equations of the finest partition once (one pass over the pixels); a coarser class
+    # choice sums them, since every choice's classes are unions of the three seam classes.
+    fine = pixel_classes(H, W, tile, overlap, max(CLASS_CHOICES))
+    stats = []
+    for c in range(max(CLASS_CHOICES)):
+        m = fine == c
+        A = F[m]
+        stats.append((A.T @ A, A.T @ e[m], int(m.sum())))
+    groups = {1: [[0, 1, 2]], 3: [[0], [1], [2]]}
     best_j, best = 0.0, NO_FILTER
     for n in CLASS_CHOICES:
-        cls = pixel_classes(H, W, tile, overlap, n)
         taps = np.zeros((n, len(OFFSETS)), np.int32)
         j = lam * 8.0  # the plane's class count byte
-        for c in range(n):
-            m = cls == c
-            if m.sum() < _MIN_PIXELS:
+        for c, members in enumerate(groups[n]):
+            G = sum(stats[k][0] for k in members)
+            h = sum(stats[k][1] for k in members)
+            if sum(stats[k][2] for k in members) < _MIN_PIXELS:
                 continue
-            A, b = F[m], e[m]
-            sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+            sol, *_ = np.linalg.lstsq(G, h, rcond=None)
             q = np.clip(np.round(sol / STEP), -127, 127).astype(np.int32)
-            gain = w * float(np.sum(b * b - (b - A @ (q * STEP)) ** 2))
+            qs = q * STEP
+            gain = w * float(2.0 * qs @ h - qs @ G @ qs)  # |e|^2 - |e - A qs|^2
             if gain > lam * _BITS_PER_FILTER:
                 taps[c] = q
                 j -= gain
