@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
-
-
+import sys
+from pathlib import Path
 
 import pc15jax as pc
 from pc15jax.ai.models import build_model, save_checkpoint
 from pc15jax.ai.train import TrainConfig, add_train_args, fit, load_dataset, split_arrays
 
 WEIGHTS_VERSION = "2026.11-1"
+DEFAULT_DATA = "artifacts/tiles"
+# The dataset a fresh checkout builds for itself: scikit-image's 15 photographs, two lambdas.
+AUTO_LAMBDAS = ("0.1", "0.3")
+AUTO_TILES_PER_IMAGE = 150
+
+
+def ensure_dataset(data: str, tiles_per_image: int) -> None:
+    """Build the small default dataset when ``data`` is the default folder and holds none (a fresh
+    checkout); any other missing folder is the user's to make (``load_dataset`` says how)."""
+    if Path(data, "tiles.npz").exists() or Path(data) != Path(DEFAULT_DATA):
+        return
+    from experiments import make_tiles
+
+    print(f"no tile dataset in {data}: labelling a small one from scikit-image's photographs "
+          f"({tiles_per_image} tiles per image and lambda, lambdas {', '.join(AUTO_LAMBDAS)}); "
+          f"python -m experiments.make_tiles --out {data} makes a larger one", file=sys.stderr)
+    make_tiles.main(["--images", "--out", data, "--tiles-per-image", str(tiles_per_image),
+                     "--lambdas", *AUTO_LAMBDAS])
 
 
 def main_for(kind, doc, prepare, model_config, loss_fn, eval_fn, *, monitor, maximise, argv=None) -> int:
     ap = argparse.ArgumentParser(prog=f"python -m experiments.train_{kind}", description=doc.split("\n")[0])
-    ap.add_argument("--data", default="artifacts/tiles", help="dataset folder from experiments.make_tiles")
+    ap.add_argument("--data", default=DEFAULT_DATA,
+                    help="dataset folder from experiments.make_tiles (the default one is built when missing)")
+    ap.add_argument("--auto-tiles-per-image", type=int, default=AUTO_TILES_PER_IMAGE,
+                    help="size of the dataset built when the default folder is empty")
     ap.add_argument("--out", default="artifacts/weights", help="folder for NAME.npz + NAME.json")
     ap.add_argument("--name", default=kind, help="checkpoint name (default: the model kind)")
     add_train_args(ap)
@@ -25,6 +46,9 @@ def main_for(kind, doc, prepare, model_config, loss_fn, eval_fn, *, monitor, max
         tc = TrainConfig(**{k: getattr(a, k) for k in TrainConfig.__dataclass_fields__})
     except ValueError as e:
         ap.error(str(e))
+    if a.auto_tiles_per_image < 1:
+        ap.error("--auto-tiles-per-image must be >= 1")
+    ensure_dataset(a.data, a.auto_tiles_per_image)
     ds = load_dataset(a.data)
     arrays, keep = prepare(ds)
     train, val = split_arrays({**arrays, "split": ds.arrays["split"]}, keep)

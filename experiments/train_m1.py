@@ -5,6 +5,7 @@ top-1 / top-3 / top-5 accuracy on the validation images each epoch and on the wh
 split at the end; early stopping on top-3 accuracy (the selector's default ``topk``).
 
 Usage:
+  python -m experiments.train_m1    # fresh checkout: labels scikit-image's photographs into artifacts/tiles
   python -m experiments.train_m1 --data artifacts/tiles --out pc15jax/ai/weights
 """
 
@@ -46,5 +47,9 @@ def eval_fn(model, arrays):
     return out
 
 
+def main(argv=None) -> int:
+    return main_for(KIND, __doc__, prepare, model_config, loss_fn, eval_fn, monitor="top3", maximise=True, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main_for(KIND, __doc__, prepare, model_config, loss_fn, eval_fn, monitor="top3", maximise=True))
+    sys.exit(main())

@@ -7,6 +7,7 @@ all lie within +-2 levels of the prediction (what the encoder's neighbourhood th
 early stopping on that share.
 
 Usage:
+  python -m experiments.train_m2    # fresh checkout: labels scikit-image's photographs into artifacts/tiles
   python -m experiments.train_m2 --data artifacts/tiles --out pc15jax/ai/weights
 """
 
@@ -69,5 +70,9 @@ def eval_fn(model, arrays):
             "val_loss": loss_fn(model, arrays)}
 
 
+def main(argv=None) -> int:
+    return main_for(KIND, __doc__, prepare, model_config, loss_fn, eval_fn, monitor="within2", maximise=True, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main_for(KIND, __doc__, prepare, model_config, loss_fn, eval_fn, monitor="within2", maximise=True))
+    sys.exit(main())

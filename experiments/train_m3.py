@@ -8,6 +8,7 @@ and how often the predicted best is the exact best, for M3 and for the proxy alo
 stopping on M3's rank correlation.
 
 Usage:
+  python -m experiments.train_m3    # fresh checkout: labels scikit-image's photographs into artifacts/tiles
   python -m experiments.train_m3 --data artifacts/tiles --out pc15jax/ai/weights
 """
 
@@ -65,5 +66,9 @@ def eval_fn(model, arrays):
             "mae": jnp.mean(jnp.abs(pred - arrays["y"]))}
 
 
+def main(argv=None) -> int:
+    return main_for(KIND, __doc__, prepare, model_config, loss_fn, eval_fn, monitor="spearman", maximise=True, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main_for(KIND, __doc__, prepare, model_config, loss_fn, eval_fn, monitor="spearman", maximise=True))
+    sys.exit(main())

@@ -96,8 +96,8 @@ def fit(model: nnx.Module, loss_fn: Callable, eval_fn: Callable, train: dict, va
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(n // bs, 1)
     total = steps_per_epoch * cfg.epochs
-    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, steps_per_epoch * cfg.warmup_epochs, total,
-                                               end_value=cfg.lr * 0.02)
+    warmup = min(steps_per_epoch * cfg.warmup_epochs, total - 1)  # a one-epoch run still decays
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, total, end_value=cfg.lr * 0.02)
     opt = nnx.Optimizer(model, optax.adamw(sched, weight_decay=cfg.weight_decay), wrt=nnx.Param)
 
     @nnx.jit(donate_argnums=(0, 1))
