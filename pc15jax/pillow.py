@@ -1,11 +1,10 @@
-"""Pillow plugin: ``import pc15jax.pillow`` registers the PC15 format with Pillow.
+"""Pillow plugin: ``import pc15jax.pillow`` registers the PC15 format with Pillow::
 
-    >>> import pc15jax.pillow  # noqa: F401
-    >>> from PIL import Image
-    >>> im = Image.open("photo.png")
-    >>> im.save("photo.pc15", lambda_rd=0.3)              # or target_bpp=0.25, tile=12, ...
-    >>> Image.open("photo.pc15").size == im.size
-    True
+    import pc15jax.pillow
+    from PIL import Image
+
+    Image.open("photo.png").save("photo.pc15", lambda_rd=0.3)   # or target_bpp=0.25, tile=12, ...
+    im = Image.open("photo.pc15")
 
 Saving takes any :class:`~pc15jax.CodecConfig` field as a keyword (``lambda_rd``, ``target_bpp``,
 ``tile``, ``overlap``, ``loop_filter``, ...); ``target_bpp`` without ``tile`` picks the rate
@@ -52,7 +51,8 @@ class PC15ImageFile(ImageFile.ImageFile):
             raise SyntaxError("not a PC15 stream (bad layout or size)")
         self._mode = "L" if LAYOUTS[layout] == "Y" else "RGB"
         self._size = (int(W), int(H))
-        self.tile = [ImageFile._Tile(FORMAT, (0, 0) + self.size, 0, None)]
+        tile = (FORMAT, (0, 0) + self.size, 0, None)
+        self.tile = [ImageFile._Tile(*tile) if hasattr(ImageFile, "_Tile") else tile]  # Pillow < 11: tuples
 
 
 class _PC15Decoder(ImageFile.PyDecoder):
