@@ -129,19 +129,28 @@ def cmd_encode(args) -> int:
     import pc15jax as pc
     from tqdm import tqdm
 
+    from pc15jax._src.devices import map_over_devices, pick_devices
+    from shared_runtime import atomic_write_bytes, join_processes
+
     cfg = _config(args)
     inputs = expand_inputs(args.inputs) if args.inputs else [None]
     out = Path(args.out)
     many = len(inputs) > 1
     if many and out.suffix == ".pc15":
         raise ValueError("with several inputs, -o must be a folder")
-    for path in tqdm(inputs, desc="encoding", unit="img", disable=not many or args.json, file=sys.stderr):
+    index, count = join_processes(args.coordinator, args.num_processes, args.process_id, what="encode")
+    inputs = inputs[index::count]  # every process its share of the files, the same for any device count
+    devices = pick_devices(args.devices)
+
+    def work(path):
         img, name = load_image(path, args.gray)
+        return (path, name, *_encode_one(pc, img, cfg))
+
+    results = map_over_devices(work, inputs, devices)
+    for path, name, enc, p, s in tqdm(results, total=len(inputs), desc="encoding", unit="img",
+                                       disable=not many or args.json, file=sys.stderr):
         stem = "camera" if path is None else Path(path).stem
         target = out / f"{stem}.pc15" if many or out.suffix != ".pc15" else out
-        enc, p, s = _encode_one(pc, img, cfg)
-        from shared_runtime import atomic_write_bytes
-
         atomic_write_bytes(target, enc["bitstream"])
         if args.recon:
             rp = Path(args.recon)
@@ -278,6 +287,11 @@ def _parser():
     p.add_argument("inputs", nargs="*", help="image files (default: skimage's camera)")
     p.add_argument("-o", "--out", required=True, help="output .pc15 file, or a folder with several inputs")
     p.add_argument("--recon", default=None, help="also write the reconstruction (PNG; a folder with several inputs)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="local devices to share the images over (default: all; the bytes never depend on it)")
+    p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0: share the files between processes")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--process-id", type=int, default=None)
     coding_options(p)
     p = sub.add_parser("decode", help="decode a .pc15 stream to PNG")
     p.add_argument("input")
@@ -298,7 +312,7 @@ def main(argv=None) -> int:
 
     try:
         return {"demo": cmd_demo, "encode": cmd_encode, "decode": cmd_decode, "info": cmd_info}[args.cmd](args)
-    except (ValueError, BitstreamError, OSError) as e:
+    except (ValueError, BitstreamError, OSError, RuntimeError) as e:  # RuntimeError: processes that did not join
         print(f"error: {e}", file=sys.stderr)
         return 2
 

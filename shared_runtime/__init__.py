@@ -4,6 +4,8 @@
   target folder and renamed over it, so an output is never half-written and a failed write leaves
   the old file as it was.
 * :func:`enable_compilation_cache`: JAX's persistent compilation cache for a command-line tool.
+* :func:`join_processes`: ``jax.distributed.initialize`` for ``--coordinator HOST:PORT
+  --num-processes N --process-id I``, with checked arguments and one-line errors.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "enable_compilation_cache"]
+__all__ = ["atomic_write", "atomic_write_bytes", "enable_compilation_cache", "join_processes"]
 
 
 def atomic_write(path, write: Callable[[str], object]) -> None:
@@ -57,3 +59,37 @@ def enable_compilation_cache(env_var: str, app: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     except OSError:
         pass
+
+
+def join_processes(coordinator: str | None, num_processes: int | None, process_id: int | None, *,
+                   heartbeat_timeout_s: int = 30, what: str = "run") -> tuple[int, int]:
+    """Join ``num_processes`` local or remote processes through ``jax.distributed.initialize``
+    (CPU collectives via gloo) -> ``(process_id, num_processes)``; ``(0, 1)`` when no coordinator
+    and at most one process are given.
+
+    A process that stops answering for ``heartbeat_timeout_s`` makes the others stop with an error;
+    processes that do not all join within twice that fail the same way.
+
+    Raises:
+      ValueError: incomplete or inconsistent arguments. RuntimeError: the processes did not all join.
+    """
+    if coordinator is None and num_processes in (None, 1):
+        return 0, 1
+    if coordinator is None or num_processes is None or process_id is None:
+        raise ValueError(f"a multi-process {what} needs --coordinator HOST:PORT, --num-processes N and --process-id I")
+    if not (isinstance(num_processes, int) and num_processes >= 1 and 0 <= process_id < num_processes):
+        raise ValueError(f"process_id must lie in [0, {num_processes}), got {process_id}")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id,
+                                   heartbeat_timeout_seconds=int(heartbeat_timeout_s),
+                                   initialization_timeout=max(10, 2 * int(heartbeat_timeout_s)))
+    except Exception as e:  # e.g. a process that never joined (DEADLINE_EXCEEDED)
+        raise RuntimeError(f"multi-host {what}: the {num_processes} processes did not all join at {coordinator} "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    return int(process_id), int(num_processes)

@@ -284,6 +284,46 @@ def test_cli_many_inputs_and_default_demo(tmp_path, capsys):
     assert {p.name for p in (tmp_path / "demo").iterdir()} == {"image.pc15", "recon.png", "compare.png"}
 
 
+def test_folder_over_devices_and_processes_gives_the_one_device_bytes(tmp_path):
+    import socket
+    from pathlib import Path
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(5):  # grey and colour, one shape: few programs to compile
+        a = (np.random.default_rng(i).random((24, 32, 3) if i % 2 else (24, 32)) * 255).astype(np.uint8)
+        Image.fromarray(a).save(src / f"im{i}.png")
+    root = Path(__file__).resolve().parents[1]
+
+    def run(out, *extra, devices=1, wait=True):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        p = subprocess.Popen([sys.executable, "-m", "pc15jax", "encode", str(src), "-o", str(tmp_path / out),
+                              "--tile", "16", "--overlap", "1", "--json", *extra], cwd=root, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return p.communicate(timeout=600) + (p.returncode,) if wait else p
+
+    *_, rc = run("one")
+    assert rc == 0
+    out, err, rc = run("four", devices=4)
+    assert rc == 0, err
+    assert len(out.strip().splitlines()) == 5
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [run("two", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+                 wait=False) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    one = sorted((tmp_path / "one").iterdir())
+    assert [f.name for f in one] == [f"im{i}.pc15" for i in range(5)]
+    for other in ("four", "two"):
+        for f in one:
+            assert (tmp_path / other / f.name).read_bytes() == f.read_bytes(), (other, f.name)
+    *_, rc = run("bad", "--coordinator", "nowhere", "--num-processes", "2", "--process-id", "0")
+    assert rc == 2  # one line, no traceback
+
+
 @settings(max_examples=40, deadline=None)
 @given(H=st.integers(1, 90), W=st.integers(1, 90), seed=st.integers(0, 2**31), data=st.data())
 def test_container_round_trip_property(H, W, seed, data):

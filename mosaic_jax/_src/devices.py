@@ -87,25 +87,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     for ``heartbeat_timeout_s`` (default ``$MOSAIC_JAX_PROCESS_TIMEOUT_S`` or 30 s) makes the
     others stop with an error; processes that do not all join within twice that fail the same way.
     """
-    if coordinator is None and num_processes in (None, 1):
-        return Cluster()
-    if coordinator is None or num_processes is None or process_id is None:
-        raise ValueError("a multi-process build needs --coordinator HOST:PORT, --num-processes N and --process-id I")
-    if not (isinstance(num_processes, int) and num_processes >= 1 and 0 <= process_id < num_processes):
-        raise ValueError(f"process_id must lie in [0, {num_processes}), got {process_id}")
-    host, _, port = coordinator.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
+    from shared_runtime import join_processes
+
     if heartbeat_timeout_s is None:
         heartbeat_timeout_s = int(os.environ.get("MOSAIC_JAX_PROCESS_TIMEOUT_S", "30"))
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    try:
-        jax.distributed.initialize(coordinator, num_processes, process_id,
-                                   heartbeat_timeout_seconds=int(heartbeat_timeout_s),
-                                   initialization_timeout=max(10, 2 * int(heartbeat_timeout_s)))
-    except Exception as e:  # e.g. a process that never joined (DEADLINE_EXCEEDED)
-        raise RuntimeError(f"multi-host build: the {num_processes} processes did not all join at {coordinator} "
-                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    process_id, num_processes = join_processes(coordinator, num_processes, process_id,
+                                               heartbeat_timeout_s=heartbeat_timeout_s, what="build")
+    if num_processes == 1:
+        return Cluster()
     log.info("[GRID] process %d of %d, %d local device(s) of %d", process_id, num_processes,
              len(jax.local_devices()), len(jax.devices()))
     return Cluster(int(process_id), int(num_processes))
