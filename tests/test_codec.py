@@ -290,8 +290,8 @@ def test_folder_over_devices_and_processes_gives_the_one_device_bytes(tmp_path):
 
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(5):  # grey and colour, one shape: few programs to compile
-        a = (np.random.default_rng(i).random((24, 32, 3) if i % 2 else (24, 32)) * 255).astype(np.uint8)
+    for i in range(5):  # one grey shape: one set of programs to compile in each process
+        a = (np.random.default_rng(i).random((24, 32)) * 255).astype(np.uint8)
         Image.fromarray(a).save(src / f"im{i}.png")
     root = Path(__file__).resolve().parents[1]
 
@@ -302,7 +302,7 @@ def test_folder_over_devices_and_processes_gives_the_one_device_bytes(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return p.communicate(timeout=600) + (p.returncode,) if wait else p
 
-    *_, rc = run("one")
+    *_, rc = run("one")  # first: it fills the compilation cache the others read
     assert rc == 0
     out, err, rc = run("four", devices=4)
     assert rc == 0, err
@@ -320,8 +320,18 @@ def test_folder_over_devices_and_processes_gives_the_one_device_bytes(tmp_path):
     for other in ("four", "two"):
         for f in one:
             assert (tmp_path / other / f.name).read_bytes() == f.read_bytes(), (other, f.name)
-    *_, rc = run("bad", "--coordinator", "nowhere", "--num-processes", "2", "--process-id", "0")
-    assert rc == 2  # one line, no traceback
+
+
+def test_join_processes_checks_its_arguments():
+    from shared_runtime import join_processes
+
+    assert join_processes(None, None, None) == (0, 1) and join_processes(None, 1, None) == (0, 1)
+    with pytest.raises(ValueError, match="--coordinator"):
+        join_processes(None, 2, 0)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        join_processes("nowhere", 2, 0)
+    with pytest.raises(ValueError, match="process_id"):
+        join_processes("127.0.0.1:1", 2, 2)
 
 
 @settings(max_examples=40, deadline=None)

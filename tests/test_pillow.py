@@ -36,12 +36,12 @@ def test_save_open_round_trip_is_the_decoder(tmp_path, colour):
 def test_save_options_are_codec_config_fields(tmp_path):
     from skimage import data
 
-    src = Image.fromarray(data.camera()[:40, :56])
+    src = Image.fromarray(data.camera()[:48, :80])  # one shape for the whole module: few programs
     src.save(tmp_path / "a.pc15", target_bpp=0.3)  # the rate ladder's geometry, as the CLI
-    assert pc.stream_info(tmp_path / "a.pc15")["tile"] == pc.ladder_geometry(0.3)[0]
-    src.save(tmp_path / "b.pc15", tile=8, overlap=1, loop_filter=False)
+    assert pc.stream_info(tmp_path / "a.pc15")["tile"] == pc.ladder_geometry(0.3)[0] != pc.CodecConfig().tile
+    src.save(tmp_path / "b.pc15", lambda_rd=0.3, loop_filter=False)
     info = pc.stream_info(tmp_path / "b.pc15")
-    assert info["tile"] == 8 and info["tools"] == []
+    assert info["tools"] == [] and info["meta"]["lambda"] == 0.3
     with pytest.raises(ValueError, match="unknown save option"):
         src.save(tmp_path / "c.pc15", lambda_rdd=1.0)
     assert not (tmp_path / "c.pc15").exists()  # no half-written file
@@ -50,7 +50,7 @@ def test_save_options_are_codec_config_fields(tmp_path):
 def test_alpha_warns_and_corrupt_streams_raise(tmp_path):
     from skimage import data
 
-    rgba = Image.fromarray(data.astronaut()[:32, :32]).convert("RGBA")
+    rgba = Image.fromarray(data.astronaut()[:48, :80]).convert("RGBA")
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         rgba.save(tmp_path / "a.pc15")

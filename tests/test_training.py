@@ -50,6 +50,8 @@ def test_train_script_without_arguments_builds_its_dataset(tmp_path, monkeypatch
 
     # the fresh-checkout path on a tiny dataset: five small photographs, one lambda, few tiles
     monkeypatch.setattr(make_tiles, "SKIMAGE_PHOTOS", ("camera", "coins", "moon", "brick", "grass"))
+    full = make_tiles.skimage_gray
+    monkeypatch.setattr(make_tiles, "skimage_gray", lambda n: full(n)[:96, :128])  # one small shape
     monkeypatch.setattr(_train_common, "AUTO_LAMBDAS", ("0.3",))
     monkeypatch.chdir(tmp_path)
     with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
