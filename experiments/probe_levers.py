@@ -22,7 +22,6 @@ import collections
 import sys
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -174,10 +173,7 @@ def _code_with_base(x, cfg, use_surface: bool):
         S = B - ((B * w).sum((1, 2)) / w.sum())[:, None, None]  # offset-free: the DCs stay what they were
     res = search_atoms(jnp.asarray(tiles - S), cfg, C.codec_tables(cfg), grid=(spec.ny, spec.nx),
                        gen_prior=C.gen_prior(cfg.table_id))
-    atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
-                                                                                     res.dc_q)))
-    sym = C.PlaneSymbols(count, dic.gen_id[atom].astype(np.int64), dic.param_idx[atom].astype(np.int64),
-                         dic.seed_sym[atom].astype(np.int64), coef_q, dc_q)
+    sym = C.plane_symbols(res, cfg)
     h = C._header(cfg, *x.shape, "Y")
     data, _ = C._pack(h, C.symbol_model(cfg.table_id), [sym])
     rt = jnp.asarray(np.asarray(res.recon).reshape(-1, T, T) + S)

@@ -101,13 +101,10 @@ def _save_png(path: Path, img01: np.ndarray) -> None:
 def _config(args):
     import pc15jax as pc
 
-    d = pc.CodecConfig()
+    from pc15jax._src.codec import tile_geometry
+
     target = getattr(args, "target_bpp", None)
-    tile, overlap = args.tile, args.overlap
-    if tile is None:
-        tile, ladder_overlap = pc.ladder_geometry(target) if target is not None else (d.tile, d.overlap)
-        overlap = ladder_overlap if overlap is None else overlap
-    overlap = d.overlap if overlap is None else overlap
+    tile, overlap = tile_geometry(target, args.tile, args.overlap)
     hooks = pc.hooks_from_name(getattr(args, "hooks", "none") or "none")
     return pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=args.lambda_rd, search=args.search,
                           target_bpp=target, ai=hooks)

@@ -75,16 +75,16 @@ class _PC15Decoder(ImageFile.PyDecoder):
 
 
 def _config(im: Image.Image):
-    from ._src.codec import ladder_geometry
+    from ._src.codec import tile_geometry
     from ._src.config import CodecConfig
 
     opts = {k: v for k, v in im.encoderinfo.items() if k in {f.name for f in dataclasses.fields(CodecConfig)}}
     ignored = set(im.encoderinfo) - set(opts) - _PILLOW_KEYS
     if ignored:
         raise ValueError(f"PC15: unknown save option(s) {sorted(ignored)}; any CodecConfig field is accepted")
-    if opts.get("target_bpp") is not None and "tile" not in opts:
-        opts["tile"], ladder_overlap = ladder_geometry(float(opts["target_bpp"]))
-        opts.setdefault("overlap", ladder_overlap)
+    target = opts.get("target_bpp")
+    opts["tile"], opts["overlap"] = tile_geometry(None if target is None else float(target), opts.get("tile"),
+                                                  opts.get("overlap"))
     return CodecConfig(**opts)
 
 

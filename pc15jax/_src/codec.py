@@ -351,6 +351,16 @@ def ladder_geometry(target_bpp: float) -> tuple[int, int]:
             return tile, overlap
     raise AssertionError("unreachable")
 
+def tile_geometry(target_bpp: float | None, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+    """(tile, overlap) for a request that may leave either open: without ``tile`` a target rate takes
+    the rate ladder's geometry (its overlap unless one is given), no target the config's defaults."""
+    d = CodecConfig()
+    if tile is None:
+        tile, ladder_overlap = ladder_geometry(target_bpp) if target_bpp is not None else (d.tile, d.overlap)
+        overlap = ladder_overlap if overlap is None else overlap
+    return tile, d.overlap if overlap is None else overlap
+
+
 LAMBDA_RANGE = (1e-3, 1e3)
 
 
@@ -457,12 +467,16 @@ def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
     res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg), grid=(spec.ny, spec.nx),
                                              gen_prior=gen_prior(cfg.table_id)))
     search_s = time.perf_counter() - t1
+    return plane_symbols(res, cfg), search_s, spec.count
+
+
+def plane_symbols(res, cfg: CodecConfig) -> PlaneSymbols:
+    """The search's result (:class:`AtomsResult`) -> the host symbols the stream codes."""
     atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
                                                                                      res.dc_q)))
     dic = dictionary_for(cfg)
-    sym = PlaneSymbols(count, dic.gen_id[atom].astype(np.int64), dic.param_idx[atom].astype(np.int64),
-                       dic.seed_sym[atom].astype(np.int64), coef_q, dc_q)
-    return sym, search_s, spec.count
+    return PlaneSymbols(count, dic.gen_id[atom].astype(np.int64), dic.param_idx[atom].astype(np.int64),
+                        dic.seed_sym[atom].astype(np.int64), coef_q, dc_q)
 
 
 def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str):
