@@ -26,6 +26,7 @@ import numpy as np
 
 import pc15jax as pc
 from pc15jax._src import search as S
+from pc15jax._src.search import rd
 from pc15jax._src.pipeline import as_gray_float
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak" / "kodim01.png"
@@ -71,7 +72,7 @@ def run(args) -> dict:
     kw = dict(mode=cfg.search, beam=cfg.beam, shortlist=cfg.shortlist)
 
     t = time.perf_counter()
-    compiled = S._search.lower(tiles_p, tables, params, **kw).compile()
+    compiled = rd.search_block.lower(tiles_p, tables, params, **kw).compile()
     compile_s = time.perf_counter() - t
     jax.block_until_ready(compiled(tiles_p, tables, params))  # warm-up
     search_s = _median_time(lambda: compiled(tiles_p, tables, params), args.repeats)

@@ -28,6 +28,7 @@ import pc15jax as pc
 from experiments.make_tiles import default_kodak, load_gray, skimage_gray
 from pc15jax._src import hooks as H
 from pc15jax._src import search as S
+from pc15jax._src.search import blocks, hooked, rd
 from pc15jax._src.codec import codec_tables
 from shared_runtime import atomic_write_bytes
 
@@ -60,36 +61,37 @@ def main(argv=None) -> int:
     tiles = S.pad_tiles(pc.extract_tiles(x, pc.tile_image(x.shape, cfg.grid)))
     Np = tiles.shape[0]
     t, prm = codec_tables(cfg), S.SearchParams.from_config(cfg)
-    block = S._block_size(Np)
-    order, nb = S._stage_order(np.ones(Np, bool), block)
-    kw = dict(mode="exhaustive", beam=cfg.beam, shortlist=cfg.shortlist)
-    z = jnp.zeros((Np,), jnp.int32)
-    first = S._stage(tiles, tiles, z, z, z, z, order, nb, t, prm, first=True, **kw)
+    block = blocks.block_size(Np)
+    order, nb = blocks.stage_order(np.ones(Np, bool), block)
+    spec = S.StageSpec("exhaustive", cfg.beam, cfg.shortlist)
+    first = S.run_stage(tiles, None, order, nb, t, prm, spec=spec)
     count = (first.atom != 0).astype(jnp.int32)
-    args = (tiles, first.recon, first.dc_q, count, t.atom_gen[first.atom], jnp.full((Np,), -1, jnp.int32))
-    pr = jax.jit(S._prepare_more)(*args, t, prm)
+    inp = S.StageInput(first.recon, first.dc_q, count, t.atom_gen[first.atom], jnp.full((Np,), -1, jnp.int32))
+    pr = jax.jit(rd.prepare_more)(tiles, inp, t, prm)
     run = lambda f: _median_ms(f, a.repeat)  # noqa: E731
-    blocks = lambda body, v: S._blocks(body, v, order, nb, block)  # noqa: E731
+    over_blocks = lambda body, v: blocks.blocks(body, v, order, nb, block)  # noqa: E731
 
-    ex_sl = jax.jit(lambda q: blocks(lambda b: S._shortlist(b, t, prm, "exhaustive", 0, cfg.shortlist), q))
+    ex_sl = jax.jit(lambda q: over_blocks(lambda b: rd.shortlist_of(b, t, prm, "exhaustive", 0, cfg.shortlist), q))
     cand = ex_sl(pr)
-    ex_fin = jax.jit(lambda q, c: blocks(lambda b: S._finalise(b[0], t, prm, b[1], False), (q, c)))
-    ex = {"stage_ms": run(lambda: S._stage(*args, order, nb, t, prm, first=False, **kw)),
+    ex_fin = jax.jit(lambda q, c: over_blocks(lambda b: rd.finalise(b[0], t, prm, b[1], False), (q, c)))
+    ex = {"stage_ms": run(lambda: S.run_stage(tiles, inp, order, nb, t, prm, spec=spec)),
           "score_shortlist_ms": run(lambda: ex_sl(pr)), "rerank_ms": run(lambda: ex_fin(pr, cand))}
     rows = []
-    gt, layout = H.grid_tables(S.dictionary_for(cfg)), S._layout(cfg)
+    gt, layout = H.grid_tables(S.dictionary_for(cfg)), S.generator_layout(cfg)
     sizes = np.asarray([s for _, s in layout])
     for topk, sl in SETTINGS:
         plan, hp = H.prepare_hooks(dataclasses.replace(pc.AiHooks.preset("m1"), topk=topk), np.zeros(len(layout)))
-        sel = jax.jit(lambda q: blocks(lambda b: S._select(b, t, hp, plan, len(layout))[1], q))
+        sel = jax.jit(lambda q: over_blocks(lambda b: hooked.select(b, t, hp, plan, len(layout))[1], q))
         topg = sel(pr)
-        disp = jax.jit(lambda q, g: S._dispatch(q, t, prm, g, layout, sl))
+        disp = jax.jit(lambda q, g: hooked.dispatch(q, t, prm, g, layout, sl))
         c, jc = disp(pr, topg)
-        rr = jax.jit(lambda q, c, jc: blocks(lambda b: S._rerank(b[0], t, prm, hp, plan, b[1], (b[2], None, None, None),
-                                                                  sl, False, dedupe=False), (q, c, jc)))
-        hk = dict(kw, shortlist=sl)
-        ex_same = run(lambda: S._stage(*args, order, nb, t, prm, first=False, **hk))
-        stage = run(lambda: S._stage(*args, order, nb, t, prm, gt, hp, first=False, plan=plan, layout=layout, **hk))
+        rr = jax.jit(lambda q, c, jc: over_blocks(
+            lambda b: hooked.rerank(b[0], t, prm, hp, plan, b[1], (b[2], None, None, None), sl, False, dedupe=False),
+            (q, c, jc)))
+        ex_spec = spec._replace(shortlist=sl)
+        ex_same = run(lambda: S.run_stage(tiles, inp, order, nb, t, prm, spec=ex_spec))
+        hk_spec = ex_spec._replace(plan=plan, layout=layout)
+        stage = run(lambda: S.run_stage(tiles, inp, order, nb, t, prm, gt, hp, spec=hk_spec))
         rows.append({"topk": topk, "shortlist": sl, "stage_ms": stage, "select_ms": run(lambda: sel(pr)),
                      "dispatch_ms": run(lambda: disp(pr, topg)), "rerank_ms": run(lambda: rr(pr, c, jc)),
                      "atoms_scored_pct": round(100.0 * float(sizes[np.asarray(topg)].sum(1).mean()) / t.atoms.shape[0],

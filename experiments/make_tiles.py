@@ -40,6 +40,7 @@ from tqdm import tqdm
 import pc15jax as pc
 from pc15jax._src import hooks as H
 from pc15jax._src import search as S
+from pc15jax._src.search import rd
 from pc15jax._src.codec import codec_tables
 from pc15jax._src.tiling import extract_tiles, tile_image
 from pc15jax.ai.features import tile_features
@@ -97,7 +98,7 @@ def split_of(names: list[str], val_every: int) -> dict[str, int]:
 
 
 @functools.partial(jax.jit, static_argnames="layout")
-def _label_stage(pr: S._Prep, t: S.SearchTables, p: S.SearchParams, shortlist_idx, layout):
+def _label_stage(pr: rd.Residual, t: S.SearchTables, p: S.SearchParams, shortlist_idx, layout):
     """Exhaustive stage plus the labels (see the module docstring)."""
     N, n = pr.xc.shape
     T = int(round(n ** 0.5))
@@ -105,14 +106,14 @@ def _label_stage(pr: S._Prep, t: S.SearchTables, p: S.SearchParams, shortlist_id
     feats = tile_features((pr.xc / t.sw).reshape(N, T, T), pr.n_prev, pr.prev_gen)
     c = jnp.dot(pr.xc, t.atoms.T)
     atom = jnp.arange(A, dtype=jnp.int32)[None, :]
-    j, d, bits = S._proxy_terms(c, atom, pr, t, p)
-    j = j.at[:, 0].set(jnp.inf)  # FLAT ("no further atom") is always appended by _finalise
+    j, d, bits = rd.proxy_terms(c, atom, pr, t, p)
+    j = j.at[:, 0].set(jnp.inf)  # FLAT ("no further atom") is always appended by rd.finalise
     j, d, bits, c = jax.lax.optimization_barrier((j, d, bits, c))  # computed once, not per consumer
     gen_best = jnp.stack([jnp.min(j[:, o:o + s], axis=1) if s else jnp.full((N,), jnp.inf)
                           for o, s in layout], axis=1)  # [N, G]
     _, top = jax.lax.top_k(-j, N_M3)
     top = top.astype(jnp.int32)
-    full = S._finalise_costs(pr, t, p, top, first=False)
+    full = rd.finalise_costs(pr, t, p, top, first=False)
     jn = full.j[:, :-1]
     in_sl = jnp.arange(N_M3 + 1)[None, :] < shortlist_idx.shape[0]
     best = jnp.argmin(jnp.where(in_sl[:, :-1], jn, jnp.inf), axis=1)
@@ -140,8 +141,8 @@ def label_image(x: np.ndarray, cfg: pc.CodecConfig, sample: np.ndarray) -> dict[
     Np, N = tiles.shape[0], spec.count
     prm = S.SearchParams.from_config(cfg)
     sl = jnp.zeros((cfg.shortlist,), jnp.int32)
-    layout = S._layout(cfg)
-    pr = S._prepare(tiles, t, prm)
+    layout = S.generator_layout(cfg)
+    pr = rd.prepare(tiles, t, prm)
     res, lab = _label_stage(pr, t, prm, sl, layout)
     out = []
     count = (res.atom != 0).astype(jnp.int32)
@@ -164,7 +165,7 @@ def label_image(x: np.ndarray, cfg: pc.CodecConfig, sample: np.ndarray) -> dict[
             break
         ctx = np.full(Np, -1, np.int32)
         ctx[:N] = count_contexts(count_host[:N], spec.ny, spec.nx)
-        pr = S._prepare_more(tiles, recon, res.dc_q, count, t.atom_gen[last], jnp.asarray(ctx), t, prm)
+        pr = rd.prepare_more(tiles, S.StageInput(recon, res.dc_q, count, t.atom_gen[last], jnp.asarray(ctx)), t, prm)
         r, lab = _label_stage(pr, t, prm, sl, layout)
         add = jnp.asarray(active) & (r.atom != 0)
         last = jnp.where(add, r.atom, last)

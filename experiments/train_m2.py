@@ -32,7 +32,7 @@ def prepare(ds):
     a = ds.arrays
     c = ds.meta["config"]
     dic = dictionary_for(pc.CodecConfig(tile=c["tile"], overlap=c["overlap"]))
-    _, levels, _, periodic = H._grid_numpy(dic)
+    _, levels, _, periodic = H.grid_arrays(dic)
     g = a["gen"].astype(np.int32)
     return {"x": a["feats"].astype(np.float32), "g": g, "y": a["axes"].astype(np.int32),
             "levels": levels[g], "periodic": periodic[g]}, g > 0

@@ -33,9 +33,16 @@ from pc15jax._src.metrics import mse, psnr, ssim
 from pc15jax._src.pipeline import SearchOutput, search_image
 from pc15jax._src.score import RateModel, rd_cost, tile_distortion, uniform_rate_model
 from pc15jax._src.search import (
+    AtomsResult,
+    SearchParams,
     SearchResult,
+    SearchTables,
     TileSymbols,
+    default_tables,
+    dictionary_for,
+    make_tables,
     reconstruct_tiles,
+    search_atoms,
     search_tiles,
     tile_symbols,
 )
@@ -45,6 +52,13 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AiHooks",
+    "AtomsResult",
+    "SearchParams",
+    "SearchTables",
+    "default_tables",
+    "dictionary_for",
+    "make_tables",
+    "search_atoms",
     "BitstreamError",
     "HOOK_PRESETS",
     "HeuristicHooks",

@@ -36,3 +36,19 @@ def astronaut_gray() -> np.ndarray:
     from skimage import color, data
 
     return color.rgb2gray(data.astronaut()).astype(np.float32)
+
+
+@pytest.fixture
+def trace_once(monkeypatch):
+    """``trace_once(module, name, **jit_kwargs)`` puts in place of a module's jitted function a
+    copy that raises ``AssertionError`` when it is traced a second time (``chex.assert_max_traces``):
+    every later call must reuse the one compiled program."""
+    import chex
+
+    def install(module, name: str, **jit_kwargs):
+        fn = getattr(module, name).__wrapped__
+        chex.clear_trace_counter()
+        monkeypatch.setattr(module, name, jax.jit(chex.assert_max_traces(fn, n=1), **jit_kwargs))
+
+    yield install
+    chex.clear_trace_counter()

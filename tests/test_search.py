@@ -10,6 +10,7 @@ import pytest
 
 import pc15jax as pc
 from pc15jax._src import search as S
+from pc15jax._src.search import blocks, rd
 from pc15jax._src.pipeline import dictionary_for
 
 CFG = pc.CodecConfig(tile=16, overlap=4, lambda_rd=0.5)
@@ -196,11 +197,32 @@ def test_generator_subset_is_honoured(camera):
     assert set(np.unique(out.symbols.gen_id)) <= {0, 21}
 
 
-def test_no_recompile_for_same_shape(camera, astronaut_gray):
+def test_no_recompile_for_same_shape(camera, astronaut_gray, trace_once):
+    from pc15jax._src.search import pursuit
+
+    trace_once(pursuit, "_first_stage", static_argnames="spec")
+    trace_once(pursuit, "pursue", static_argnames=("spec", "max_atoms"))
     pc.search_image(camera[:96, :80], CFG)
-    before = S._stage._cache_size()
     pc.search_image(astronaut_gray[:96, :80], CFG.replace(lambda_rd=2.0, alpha_mix=0.3))
-    assert S._stage._cache_size() == before
+    pc.search_image(camera[:90, :70], CFG)  # fewer tiles, the same bucket
+    S.search_atoms(camera[:32, :32].reshape(-1, 16, 16), CFG.replace(max_atoms=3))
+    S.search_atoms(camera[32:96, :16].reshape(-1, 16, 16), CFG.replace(max_atoms=3, lambda_rd=0.01), grid=(4, 1))
+    with pytest.raises(AssertionError, match="trace"):  # another bucket is another program
+        pc.search_image(camera[:200, :200], CFG)
+
+
+def test_device_count_contexts_equal_the_coders():
+    from pc15jax.bitstream.models import count_contexts
+
+    rng = np.random.default_rng(4)
+    for ny, nx in [(5, 7), (1, 9), (8, 1), (1, 1)]:
+        count = rng.integers(0, 17, ny * nx)
+        cg = S.CountGrid.of(64, (ny, nx))
+        padded = jnp.asarray(np.r_[count, rng.integers(0, 17, 64 - ny * nx)], jnp.int32)
+        got = np.asarray(S.count_context(padded, cg))
+        np.testing.assert_array_equal(got[:ny * nx], count_contexts(count, ny, nx))
+        assert np.all(got[ny * nx:] == -1)
+    assert np.all(np.asarray(S.count_context(jnp.ones(64, jnp.int32), S.CountGrid.of(64, None))) == -1)
 
 
 def test_blocked_stage_runs_the_active_tiles_only(camera):
@@ -210,20 +232,21 @@ def test_blocked_stage_runs_the_active_tiles_only(camera):
     t = S.default_tables(CFG)
     prm = S.SearchParams.from_config(CFG)
     kw = dict(mode="exhaustive", beam=4, shortlist=4)
-    first = S._search(tiles, t, prm, **kw)
+    first = rd.search_block(tiles, t, prm, **kw)
     count = (first.atom != 0).astype(jnp.int32)
-    prev_gen, ctx = t.atom_gen[first.atom], jnp.full((192,), -1, jnp.int32)
-    whole = S._search_more(tiles, first.recon, first.dc_q, count, prev_gen, ctx, t, prm, **kw)
+    inp = S.StageInput(first.recon, first.dc_q, count, t.atom_gen[first.atom], jnp.full((192,), -1, jnp.int32))
+    whole = rd.search_more_block(tiles, inp, t, prm, **kw)
     active = np.random.default_rng(0).random(192) < 0.85
-    assert S._block_size(192) == 128 and 128 < active.sum() < 192
-    order, n_blocks = S._stage_order(active, 128)
+    assert blocks.block_size(192) == 128 and 128 < active.sum() < 192
+    order, n_blocks = blocks.stage_order(active, 128)
+    np.testing.assert_array_equal(np.asarray(order), np.r_[np.flatnonzero(active), np.flatnonzero(~active)])
     assert int(n_blocks) == 2
-    blk = S._stage(tiles, first.recon, first.dc_q, count, prev_gen, ctx, order, n_blocks, t, prm, first=False, **kw)
+    spec = S.StageSpec(**kw)
+    blk = S.run_stage(tiles, inp, order, n_blocks, t, prm, spec=spec)
     np.testing.assert_array_equal(np.asarray(blk.atom)[active], np.asarray(whole.atom)[active])
     np.testing.assert_array_equal(np.asarray(blk.coef_q)[active], np.asarray(whole.coef_q)[active])
     np.testing.assert_allclose(np.asarray(blk.recon)[active], np.asarray(whole.recon)[active], atol=1e-6)
-    one = S._stage(tiles, first.recon, first.dc_q, count, prev_gen, ctx, order, jnp.int32(1), t, prm, first=False,
-                   **kw)
+    one = S.run_stage(tiles, inp, order, jnp.int32(1), t, prm, spec=spec)
     skipped = np.ones(192, bool)
     skipped[np.asarray(order)[:128]] = False
     assert np.all(np.asarray(one.atom)[skipped] == 0) and np.all(np.asarray(one.recon)[skipped] == 0)
@@ -234,9 +257,9 @@ def test_jit_matches_eager(camera):
     tiles = jnp.asarray(_photo_tiles(camera, n=64, seed=7))
     t = S.default_tables(CFG)
     p = S.SearchParams.from_config(CFG)
-    jitted = S._search(tiles, t, p, mode="exhaustive", beam=4, shortlist=4)
+    jitted = rd.search_block(tiles, t, p, mode="exhaustive", beam=4, shortlist=4)
     with jax.disable_jit():
-        eager = S._search(tiles, t, p, mode="exhaustive", beam=4, shortlist=4)
+        eager = rd.search_block(tiles, t, p, mode="exhaustive", beam=4, shortlist=4)
     np.testing.assert_array_equal(np.asarray(jitted.atom), np.asarray(eager.atom))
     np.testing.assert_allclose(np.asarray(jitted.cost), np.asarray(eager.cost), rtol=1e-5, atol=1e-6)
 
@@ -290,11 +313,10 @@ def test_later_stage_distortion_matches_direct_metric(camera):
     tiles = jnp.asarray(_photo_tiles(camera, n=64, seed=13))
     t = S.default_tables(CFG)
     prm = S.SearchParams.from_config(CFG.replace(lambda_rd=0.01))
-    first = S._search(tiles, t, prm, mode="exhaustive", beam=4, shortlist=4)
+    first = rd.search_block(tiles, t, prm, mode="exhaustive", beam=4, shortlist=4)
     count = (first.atom != 0).astype(jnp.int32)
-    prev_gen, ctx = t.atom_gen[first.atom], jnp.full((64,), -1, jnp.int32)
-    more = S._search_more(tiles, first.recon, first.dc_q, count, prev_gen, ctx, t, prm, mode="exhaustive", beam=4,
-                          shortlist=4)
+    inp = S.StageInput(first.recon, first.dc_q, count, t.atom_gen[first.atom], jnp.full((64,), -1, jnp.int32))
+    more = rd.search_more_block(tiles, inp, t, prm, mode="exhaustive", beam=4, shortlist=4)
     w = jnp.asarray((np.asarray(t.sw) ** 2).reshape(16, 16))
     direct = pc.tile_distortion(tiles, more.recon, w, jnp.float32(CFG.alpha_mix))
     np.testing.assert_allclose(np.asarray(more.distortion), np.asarray(direct), atol=5e-5)

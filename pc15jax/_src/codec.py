@@ -32,7 +32,8 @@ from .dictionary import get_dictionary
 from .loopfilter import NO_FILTER, filter_plane, fit_loop_filter, pack_filters, unpack_filters
 from .pipeline import as_gray_float
 from .score import RateModel
-from .search import SearchTables, _reconstruct, dictionary_for, make_tables, search_atoms
+from .search import SearchTables, dictionary_for, make_tables, search_atoms
+from .search.symbols import render_symbols
 from .tiling import TileGridCfg, blend, extract_tiles, tile_image
 
 __all__ = ["encode_y", "decode_y", "encode", "decode", "read_bitstream", "write_bitstream", "stream_info", "codec_tables", "symbol_model",
@@ -133,7 +134,7 @@ def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> jax.Array:
     coef = np.where(live, coef, 0)
     Kp = 1 << max(0, (K - 1).bit_length())  # pad the atom axis to a power of two: few programs
     pad = ((0, 0), (0, Kp - K))
-    tiles = _reconstruct(jnp.asarray(np.pad(atom, pad), jnp.int32), jnp.asarray(np.pad(coef, pad), jnp.int32),
+    tiles = render_symbols(jnp.asarray(np.pad(atom, pad), jnp.int32), jnp.asarray(np.pad(coef, pad), jnp.int32),
                          jnp.asarray(dc_q, jnp.int32), dic.atoms, dic.sw, jnp.float32(h.gain_step),
                          jnp.float32(h.dc_step))
     spec = tile_image(tuple(shape), TileGridCfg(h.tile, h.overlap))

@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
 
 from ..bitstream.models import DEFAULT_TABLE_ID
 from . import generators as gens
+from .checks import finite as _finite
+from .checks import integer as _int
+from .hooks import AiHooks, HeuristicHooks
 from .tiling import WINDOWS, TileGridCfg, _resolve_window
 
 __all__ = ["CodecConfig", "SEARCH_MODES", "resolve_config"]
 
 SEARCH_MODES = ("exhaustive", "coarse_to_fine")
-
-
-def _finite(name, v, lo=None, hi=None, lo_open=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ValueError(f"{name} must be <= {hi}, got {v}")
-    return v
-
-
-def _int(name, v, lo, hi=None):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an integer {rng}, got {v!r}")
-    return int(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +128,6 @@ class CodecConfig:
         if self.target_bpp is not None:
             _finite("target_bpp", self.target_bpp, lo=0.0, lo_open=True)
         if self.ai is not None:
-            from .hooks import AiHooks, HeuristicHooks
-
             if not isinstance(self.ai, (AiHooks, HeuristicHooks)):
                 raise ValueError(f"ai must be an AiHooks, a HeuristicHooks or None, got {type(self.ai).__name__}")
         if not isinstance(self.table_id, str) or not self.table_id:

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..ai.features import COL_COHERENCE, COL_PYRAMID4, N_GENERATORS, N_STAGES
 from . import generators as gens
-from .config import _int
+from .checks import integer as _int
 from .dictionary import Dictionary
 
 __all__ = ["AiHooks", "HeuristicHooks", "HOOK_PRESETS", "hooks_from_name", "GridTables", "grid_tables",
@@ -69,7 +69,8 @@ class GridTables(NamedTuple):
     periodic: jax.Array
 
 
-def _grid_numpy(dic: Dictionary):
+def grid_arrays(dic: Dictionary) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The :class:`GridTables` fields of a dictionary as numpy arrays (offset, levels, stride, periodic)."""
     bank = gens.list_generators()
     G = len(bank)
     levels = np.ones((G, N_AXES), np.int32)
@@ -88,7 +89,7 @@ def _grid_numpy(dic: Dictionary):
 @functools.lru_cache(maxsize=8)
 def grid_tables(dic: Dictionary) -> GridTables:
     """The :class:`GridTables` of a dictionary (cached)."""
-    return GridTables(*(jnp.asarray(a) for a in _grid_numpy(dic)))
+    return GridTables(*(jnp.asarray(a) for a in grid_arrays(dic)))
 
 
 def atom_axes(dic: Dictionary, atom) -> np.ndarray:
@@ -100,31 +101,31 @@ def atom_axes(dic: Dictionary, atom) -> np.ndarray:
     return out
 
 
-def _atoms_of(gt: GridTables, gen, idx):
+def atoms_of(gt: GridTables, gen, idx):
     """(generator ``[...]``, levels ``[..., D]``) -> atom indices ``[...]``."""
     return gt.offset[gen] + jnp.sum(idx * gt.stride[gen], axis=-1)
 
 
-def _neighbourhood(gt: GridTables, gen, idx, radius: int, all_seeds: bool):
+def neighbourhood(gt: GridTables, gen, idx, radius: int, all_seeds: bool):
     """Atoms around grid points ``idx`` [P, D] of generators ``gen`` [P] -> ``[P, M]`` (-1: none).
 
     The point itself, then +-1 .. +-radius along every parameter axis (wrapping where periodic),
     then, with ``all_seeds``, every other seed of the same parameters."""
     lv = gt.levels[gen]  # [P, D]
     per = gt.periodic[gen]
-    out = [_atoms_of(gt, gen, idx)]
+    out = [atoms_of(gt, gen, idx)]
     for d in range(N_AXES - 1):
         for delta in [v for r in range(1, radius + 1) for v in (-r, r)]:
             v = idx[:, d] + delta
             ok = lv[:, d] > 2 * abs(delta) - (delta > 0)  # wrapping would revisit a level
             ok = jnp.where(per[:, d], ok, (v >= 0) & (v < lv[:, d]))
             v = jnp.where(per[:, d], jnp.mod(v, lv[:, d]), v)
-            out.append(jnp.where(ok & (lv[:, d] > 1), _atoms_of(gt, gen, idx.at[:, d].set(v)), -1))
+            out.append(jnp.where(ok & (lv[:, d] > 1), atoms_of(gt, gen, idx.at[:, d].set(v)), -1))
     if all_seeds:
         n_s = lv[:, -1]
         for delta in range(1, N_LEVELS):
             v = jnp.mod(idx[:, -1] + delta, n_s)
-            out.append(jnp.where(delta < n_s, _atoms_of(gt, gen, idx.at[:, -1].set(v)), -1))
+            out.append(jnp.where(delta < n_s, atoms_of(gt, gen, idx.at[:, -1].set(v)), -1))
     return jnp.stack(out, axis=1)
 
 

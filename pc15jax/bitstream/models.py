@@ -54,8 +54,8 @@ MAX_DC = 256
 PRECISION = 15
 DEFAULT_TABLE_ID = "pc15-v2"
 # Count contexts: the left and upper tiles' counts, each in one of 6 buckets or "no such tile".
-_COUNT_BUCKET = np.asarray([0, 1, 2, 3, 3, 4, 4, 4, 4] + [5] * (MAX_ATOMS - 8), np.int64)
-_NO_TILE = 6
+COUNT_BUCKET = np.asarray([0, 1, 2, 3, 3, 4, 4, 4, 4] + [5] * (MAX_ATOMS - 8), np.int64)
+NO_TILE = 6
 N_COUNT_CTX = 7 * 7
 N_COEF_CTX = 4
 _CONTEXT_KEYS = ("count_ctx", "gen_ctx", "coef_ctx")
@@ -72,9 +72,9 @@ def count_contexts(count, ny: int, nx: int) -> np.ndarray:
       int64 ``[ny * nx]`` in ``[0, N_COUNT_CTX)``: ``7 * bucket(left) + bucket(up)``.
     """
     c = np.asarray(count, np.int64).reshape(ny, nx)
-    b = _COUNT_BUCKET[np.clip(c, 0, MAX_ATOMS)]
-    left = np.full((ny, nx), _NO_TILE, np.int64)
-    up = np.full((ny, nx), _NO_TILE, np.int64)
+    b = COUNT_BUCKET[np.clip(c, 0, MAX_ATOMS)]
+    left = np.full((ny, nx), NO_TILE, np.int64)
+    up = np.full((ny, nx), NO_TILE, np.int64)
     left[:, 1:] = b[:, :-1]
     up[1:, :] = b[:-1, :]
     return (7 * left + up).reshape(-1)
@@ -288,12 +288,12 @@ class SymbolModel:
         tables = self.tables
         ctab = [tables[int(i)] for i in self.count_tid]
         gtab = [tables[int(i)] for i in self.gen_tid]
-        bucket = _COUNT_BUCKET.tolist()
+        bucket = COUNT_BUCKET.tolist()
         count = [0] * N
         for t in range(N):
             x = t % nx
-            left = bucket[count[t - 1]] if x else _NO_TILE
-            up = bucket[count[t - nx]] if t >= nx else _NO_TILE
+            left = bucket[count[t - 1]] if x else NO_TILE
+            up = bucket[count[t - nx]] if t >= nx else NO_TILE
             count[t] = dec.decode(ctab[7 * left + up])
         if sum(count) != n_a - N:
             raise BitstreamError("atom counts do not match the number of generator symbols")
