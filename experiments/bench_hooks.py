@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         result["held_out_accuracy"] = model_accuracy(images, base, a.lambdas)
     out = Path(a.out)
     atomic_write_bytes(out / "hooks.json", (json.dumps(result, indent=1) + "\n").encode())
-    _plot(rows, a.settings, out / "hooks.png")
+    _plot(rows, a.settings, out / "hooks.png", summary)
     print(f"{len(images)} images x {len(a.lambdas)} lambdas, tile {a.tile}/{a.overlap}; search speed-up and quality "
           f"against the exhaustive search at equal lambda:")
     print("| hooks | search s | encode s | search speed-up | dPSNR dB | dbpp % | BD-rate % |")
@@ -156,13 +156,25 @@ def main(argv=None) -> int:
     return 0
 
 
-def _plot(rows, settings, path: Path) -> None:
+def pareto_front(points) -> list[int]:
+    """Indices of the points ``(cost, loss)`` no other point beats on both (lower is better),
+    ordered by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], np.inf
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _plot(rows, settings, path: Path, summary=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig, ax = plt.subplots(1, 3 if summary else 2, figsize=(15 if summary else 10, 4))
     for s in settings:
         mine = [r for r in rows if r["setting"] == s]
         lams = sorted({r["lambda"] for r in mine})
@@ -173,6 +185,17 @@ def _plot(rows, settings, path: Path) -> None:
         ax[1].plot(lams, t, "o-", label=s)
     ax[0].set(xlabel="bpp", ylabel="PSNR (dB)", title="rate-distortion (mean over images)")
     ax[1].set(xlabel="lambda", ylabel="search seconds per image", xscale="log", title="search time")
+    if summary:
+        pts = [(summary[s]["search_s"], summary[s]["bd_rate_pct"]) for s in settings
+               if summary[s]["bd_rate_pct"] is not None]
+        names = [s for s in settings if summary[s]["bd_rate_pct"] is not None]
+        for (t, b), s in zip(pts, names):
+            ax[2].plot(t, b, "o")
+            ax[2].annotate(s, (t, b), textcoords="offset points", xytext=(4, 4))
+        front = pareto_front(pts)
+        ax[2].plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+        ax[2].set(xlabel="search seconds per image", ylabel="BD-rate against exhaustive (%)",
+                  title="BD-rate against search time")
     for x in ax:
         x.grid(alpha=0.3)
         x.legend()

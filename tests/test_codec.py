@@ -95,11 +95,12 @@ _SCRIPT = ("import hashlib, numpy as np, pc15jax as pc; from skimage import data
 
 def test_deterministic_across_processes(small):
     _, enc = small
-    outs = [subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300)
-            for _ in range(2)]
-    for o in outs:
-        assert o.returncode == 0, o.stderr
-    assert outs[0].stdout == outs[1].stdout == hashlib.sha256(enc["bitstream"]).hexdigest() + "\n"
+    procs = [subprocess.Popen([sys.executable, "-c", _SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # side by side: two fresh processes at once
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    assert outs[0][0] == outs[1][0] == hashlib.sha256(enc["bitstream"]).hexdigest() + "\n"
 
 
 def _with_crc(head: bytes) -> bytes:

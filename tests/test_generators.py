@@ -144,3 +144,23 @@ def test_hash_is_an_avalanche_function():
 
     for v in [1, 2, 12345, 0xDEADBEEF, 0xFFFFFFFF]:
         assert int(np.asarray(G.hash_u32(jnp.uint32(v)))) == ref(v)
+
+
+def test_the_large_probe_bank_nests_the_standard_grids():
+    """The large-dictionary probe's claim 'the standard bank is the large bank's coarse level'
+    holds: every refined grid holds the standard grid at its even levels, seeds extend."""
+    from experiments.probe_large_dictionary import refined
+
+    grew = 0
+    for g in G.list_generators():
+        big = refined(g)
+        assert big.n_seeds == 4 * g.n_seeds and big.id == g.id
+        for ps, pl in zip(g.params, big.params):
+            if pl.levels == ps.levels:
+                continue
+            grew += 1
+            assert not ps.integer and pl.levels == (2 * ps.levels if ps.periodic else 2 * ps.levels - 1)
+            np.testing.assert_allclose(pl.grid()[::2], ps.grid(), atol=1e-6)
+    assert grew > 20
+    assert sum(refined(g).grid_size for g in G.list_generators()) >= 8 * sum(
+        g.grid_size for g in G.list_generators())

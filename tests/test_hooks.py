@@ -249,3 +249,12 @@ def test_search_atoms_takes_a_preset_name(tiles):
     assert np.array_equal(np.asarray(by_name.atom), np.asarray(ex.atom))
     m1 = S.search_atoms(x, cfg, t, hooks="m1")  # was: a crash on the name
     assert np.asarray(m1.atom).shape == np.asarray(ex.atom).shape
+
+
+def test_pareto_front_keeps_only_unbeaten_settings():
+    from experiments.bench_hooks import pareto_front
+
+    # (search seconds, BD-rate): (3, 4) is beaten by (2, 3); (0.5, 6) is the fastest, so it stays
+    pts = [(1.0, 5.0), (2.0, 3.0), (3.0, 4.0), (0.5, 6.0), (2.0, 3.5)]
+    assert pareto_front(pts) == [3, 0, 1]
+    assert pareto_front([(1.0, 1.0)]) == [0]

@@ -132,7 +132,7 @@ def test_two_processes_give_the_one_process_mosaic(sim_mono, one_device, tmp_pat
 def test_a_lost_process_stops_the_others_without_output(sim_mono, tmp_path):
     """Process 1 never joins: process 0 stops with an error and leaves no output."""
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", MOSAIC_JAX_PROCESS_TIMEOUT_S="10")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MOSAIC_JAX_PROCESS_TIMEOUT_S="3")
     p0 = subprocess.run([sys.executable, "-m", "mosaic_jax", "build", str(sim_mono), "-o", str(tmp_path),
                          "--tile-size-factor", "1.5", "-q", "--no-quality", "--coordinator", f"127.0.0.1:{port}",
                          "--num-processes", "2", "--process-id", "0"], cwd=ROOT, env=env, capture_output=True,
