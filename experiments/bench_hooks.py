@@ -32,6 +32,17 @@ from shared_runtime import atomic_write_bytes
 SETTINGS = ("none", "heuristic", "m1", "m1m2", "m1m2m3")
 
 
+def hooks_of(setting: str):
+    """A setting's hooks: the presets by name; ``m1m2`` / ``m1m2m3`` (no longer presets, still
+    measured here) built from their models."""
+    from pc15jax._src.hooks import RETIRED_PRESETS
+
+    if setting in RETIRED_PRESETS:
+        s, p, r = RETIRED_PRESETS[setting]
+        return pc.AiHooks(selector=s, param_predictor=p, rd_predictor=r)
+    return pc.hooks_from_name(setting)
+
+
 def held_out_images(paths) -> list[tuple[str, np.ndarray]]:
     if paths:
         files = []
@@ -109,7 +120,7 @@ def main(argv=None) -> int:
     bar = tqdm(total=len(images) * len(a.lambdas) * len(a.settings), desc="bench hooks", file=sys.stderr)
     for name, img in images:
         for s in a.settings:
-            hooks = pc.hooks_from_name(s)
+            hooks = hooks_of(s)
             pc.encode_y(img, base.replace(lambda_rd=a.lambdas[0], ai=hooks))  # warm-up: compile
             for lam in a.lambdas:
                 r = encode_point(img, base.replace(lambda_rd=lam, ai=hooks))

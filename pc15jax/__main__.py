@@ -272,7 +272,7 @@ def _parser():
                        help="find lambda by bisection to land within 3%% of this rate")
         p.add_argument("--search", choices=pc.SEARCH_MODES, default=d.search)
         p.add_argument("--hooks", choices=pc.HOOK_PRESETS, default="none",
-                       help="search hooks: none (exhaustive), heuristic, or the shipped models m1, m1m2, m1m2m3")
+                       help="search hooks: none (exhaustive), heuristic, or the shipped M1 selector m1")
         p.add_argument("--gray", action="store_true", help="code luma only (colour input is converted to luma)")
         p.add_argument("--json", action="store_true", help="print one JSON line per image")
 

@@ -18,6 +18,7 @@ from pc15jax._src.search import hooked, rd
 from pc15jax._src.codec import codec_tables
 from pc15jax._src.search import dictionary_for
 from pc15jax.ai.features import COL_LOG_RMS, N_FEATURES, tile_features
+from experiments.bench_hooks import hooks_of
 from pc15jax.ai.models import CheckpointError, WEIGHTS_DIR, build_model, load_checkpoint, save_checkpoint
 
 CFG = pc.CodecConfig(tile=16, overlap=1)
@@ -129,7 +130,7 @@ def test_shipped_models_stay_near_the_exhaustive_rd_curve(exhaustive_curve, pres
     img, curve = exhaustive_curve
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the shipped weights load without any warning
-        enc = pc.encode_y(img, CFG.replace(ai=pc.AiHooks.preset(preset)))
+        enc = pc.encode_y(img, CFG.replace(ai=hooks_of(preset)))
     meta = pc.stream_info(enc["bitstream"])["meta"]["ai"]
     assert meta["name"] == preset
     for m in meta["models"]:
@@ -213,7 +214,13 @@ def test_hooks_validation():
     with pytest.raises(ValueError, match="unknown hooks"):
         pc.hooks_from_name("m2")
     assert pc.hooks_from_name("none") is None
-    assert pc.hooks_from_name("m1m2").name == "m1m2"
+    assert pc.hooks_from_name("m1").name == "m1"
+    for retired in ("m1m2", "m1m2m3"):  # measured not to pay: not presets, still buildable
+        with pytest.raises(ValueError, match="was removed"):
+            pc.hooks_from_name(retired)
+        with pytest.raises(ValueError, match="was removed"):
+            pc.AiHooks.preset(retired)
+        assert hooks_of(retired).name == retired
 
 
 def test_no_recompile_for_same_shape(camera, astronaut_gray, trace_once):
