@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", nargs="*", default=None, help="held-out images (default: kodim01-04)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.3, 1.0])
     ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    ap.add_argument("--dictionaries", nargs="+", choices=("standard", "large"), default=["standard"],
+                    help="atom banks to run every setting on (large: 'large+<setting>'; M2/M3 need standard)")
     ap.add_argument("--tile", type=int, default=16)
     ap.add_argument("--overlap", type=int, default=1)
     ap.add_argument("--out", default="results/hooks", help="folder for hooks.json and hooks.png")
@@ -115,16 +117,21 @@ def main(argv=None) -> int:
         ap.error(str(e))
     if "none" not in a.settings:
         a.settings = ["none"] + a.settings
+    if "standard" not in a.dictionaries:  # the reference is the standard bank's exhaustive search
+        a.dictionaries = ["standard"] + a.dictionaries
+    combos = [(d, s, s if d == "standard" else f"{d}+{s}") for d in a.dictionaries for s in a.settings
+              if d == "standard" or s in ("none", "heuristic", "m1")]
+    a.settings = [n for _, _, n in combos]
     images = held_out_images(a.images)
     rows = []
-    bar = tqdm(total=len(images) * len(a.lambdas) * len(a.settings), desc="bench hooks", file=sys.stderr)
+    bar = tqdm(total=len(images) * len(a.lambdas) * len(combos), desc="bench hooks", file=sys.stderr)
     for name, img in images:
-        for s in a.settings:
+        for d, s, label in combos:
             hooks = hooks_of(s)
-            pc.encode_y(img, base.replace(lambda_rd=a.lambdas[0], ai=hooks))  # warm-up: compile
+            pc.encode_y(img, base.replace(lambda_rd=a.lambdas[0], ai=hooks, dictionary=d))  # warm-up: compile
             for lam in a.lambdas:
-                r = encode_point(img, base.replace(lambda_rd=lam, ai=hooks))
-                rows.append({"image": name, "setting": s, "lambda": lam, **r})
+                r = encode_point(img, base.replace(lambda_rd=lam, ai=hooks, dictionary=d))
+                rows.append({"image": name, "setting": label, "lambda": lam, **r})
                 bar.update()
     bar.close()
     summary = {}

@@ -59,16 +59,6 @@ from .bench_rd import bd_rate
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
 
-def refined(gen: gens.Generator, seed_factor: int = 4) -> gens.Generator:
-    """``gen`` with every searched non-integer grid about twice as fine and more seeds."""
-    params = []
-    for p in gen.params:
-        if p.levels > 1 and not p.integer:
-            p = dataclasses.replace(p, levels=2 * p.levels if p.periodic else 2 * p.levels - 1)
-        params.append(p)
-    return dataclasses.replace(gen, params=tuple(params), n_seeds=gen.n_seeds * seed_factor)
-
-
 @dataclasses.dataclass
 class Bank:
     """The large bank's atoms and, per atom, where it sits on the grids.
@@ -96,7 +86,7 @@ def render_bank(tile: int, seed: int) -> Bank:
     for std in gens.list_generators():
         if std.id == 0:
             continue
-        g = refined(std)
+        g = gens.refined(std)
         shape = g.grid_shape
         idx = np.stack(np.unravel_index(np.arange(g.grid_size), shape), axis=1)
         P = len(g.params)

@@ -107,7 +107,7 @@ def _config(args):
     tile, overlap = tile_geometry(target, args.tile, args.overlap)
     hooks = pc.hooks_from_name(getattr(args, "hooks", "none") or "none")
     return pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=args.lambda_rd, search=args.search,
-                          target_bpp=target, ai=hooks)
+                          target_bpp=target, ai=hooks, dictionary=getattr(args, "dictionary", "standard"))
 
 
 def _encode_one(pc, img, cfg):
@@ -271,6 +271,8 @@ def _parser():
         p.add_argument("--target-bpp", dest="target_bpp", type=float, default=None,
                        help="find lambda by bisection to land within 3%% of this rate")
         p.add_argument("--search", choices=pc.SEARCH_MODES, default=d.search)
+        p.add_argument("--dictionary", choices=("standard", "large"), default=d.dictionary,
+                       help="atom bank: standard, or large (8x the atoms: finer grids, more seeds)")
         p.add_argument("--hooks", choices=pc.HOOK_PRESETS, default="none",
                        help="search hooks: none (exhaustive), heuristic, or the shipped M1 selector m1")
         p.add_argument("--gray", action="store_true", help="code luma only (colour input is converted to luma)")

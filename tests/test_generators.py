@@ -146,11 +146,10 @@ def test_hash_is_an_avalanche_function():
         assert int(np.asarray(G.hash_u32(jnp.uint32(v)))) == ref(v)
 
 
-def test_the_large_probe_bank_nests_the_standard_grids():
-    """The large-dictionary probe's claim 'the standard bank is the large bank's coarse level'
-    holds: every refined grid holds the standard grid at its even levels, seeds extend."""
-    from experiments.probe_large_dictionary import refined
-
+def test_the_large_bank_nests_the_standard_grids():
+    """The large bank's claim 'the standard bank is its coarse level' holds: every refined grid
+    holds the standard grid at its even levels, seeds extend."""
+    refined = G.refined
     grew = 0
     for g in G.list_generators():
         big = refined(g)
@@ -164,3 +163,6 @@ def test_the_large_probe_bank_nests_the_standard_grids():
     assert grew > 20
     assert sum(refined(g).grid_size for g in G.list_generators()) >= 8 * sum(
         g.grid_size for g in G.list_generators())
+    assert tuple(refined(g) for g in G.list_generators()) == G.list_generators("large")
+    with pytest.raises(ValueError, match="unknown dictionary"):
+        G.list_generators("huge")

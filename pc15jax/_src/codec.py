@@ -41,16 +41,23 @@ __all__ = ["encode_y", "decode_y", "encode", "decode", "read_bitstream", "write_
            "rate_model_from_symbols", "generator_layout"]
 
 
-def generator_layout() -> tuple[GenLayout, ...]:
+def generator_layout(bank: str = "standard") -> tuple[GenLayout, ...]:
     """The generator bank as the host coder sees it (ids, names, parameter levels, seeds)."""
     return tuple(GenLayout(g.id, g.name, g.param_names, tuple(p.levels for p in g.params), g.n_seeds)
-                 for g in gens.list_generators())
+                 for g in gens.list_generators(bank))
 
 
 @functools.lru_cache(maxsize=8)
-def symbol_model(table_id: str) -> SymbolModel:
-    """Frequency tables of table set ``table_id`` (cached). Raises BitstreamError if unknown."""
-    return SymbolModel(generator_layout(), load_table_json(table_id))
+def symbol_model(table_id: str, bank: str = "standard") -> SymbolModel:
+    """Frequency tables of table set ``table_id`` for the generator grids of ``bank`` (cached; the
+    large bank's finer alphabets take the set's counts resampled onto them). Raises BitstreamError
+    if unknown."""
+    return SymbolModel(generator_layout(bank), load_table_json(table_id), resample=bank != "standard")
+
+
+def stream_bank(h: StreamHeader) -> str:
+    """The dictionary a stream was coded with (its ``large_dictionary`` tool bit)."""
+    return "large" if "large_dictionary" in h.tool_names else "standard"
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,7 +73,7 @@ def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     The DC cost does not depend on the candidate (it is coded as a difference to a neighbour),
     so it enters as a constant: the table's entropy.
     """
-    bank = gens.list_generators()
+    bank = gens.list_generators(cfg.dictionary)
     G = len(bank)
     L = max(p.levels for g in bank for p in g.params)
     S = max(max(g.n_seeds for g in bank), 1)
@@ -97,7 +104,8 @@ def codec_tables(cfg: CodecConfig) -> SearchTables:
 
 @functools.lru_cache(maxsize=8)
 def _codec_tables(cfg: CodecConfig) -> SearchTables:
-    return make_tables(dictionary_for(cfg), rate_model_from_symbols(symbol_model(cfg.table_id), cfg), cfg)
+    return make_tables(dictionary_for(cfg), rate_model_from_symbols(symbol_model(cfg.table_id, cfg.dictionary), cfg),
+                       cfg)
 
 
 def _window_param(cfg: CodecConfig):
@@ -125,7 +133,7 @@ class PlaneSymbols(NamedTuple):
 def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> jax.Array:
     """Tiles from symbols, window-blended and clipped -> float32 ``[H, W]`` (device array), before
     the loop filter."""
-    dic = get_dictionary(h.tile, h.overlap, h.gamma_seam, h.seam_power, h.seed)
+    dic = get_dictionary(h.tile, h.overlap, h.gamma_seam, h.seam_power, h.seed, stream_bank(h))
     count, gen, params, seed, coef, dc_q = sym
     N, K = gen.shape
     live = np.arange(K)[None, :] < count[:, None]
@@ -189,8 +197,8 @@ def _unqv(g, qv: int, t: int) -> np.ndarray:
     return out
 
 
-def _symbols_to_records(count, gen, params, seed, coef, dc_q) -> list[TileRec]:
-    bank = gens.list_generators()
+def _symbols_to_records(count, gen, params, seed, coef, dc_q, bank_name: str = "standard") -> list[TileRec]:
+    bank = gens.list_generators(bank_name)
     recs = []
     for t in range(count.shape[0]):
         if count[t] == 0:
@@ -205,7 +213,7 @@ def _symbols_to_records(count, gen, params, seed, coef, dc_q) -> list[TileRec]:
     return recs
 
 
-def _records_to_symbols(recs: list[TileRec]):
+def _records_to_symbols(recs: list[TileRec], bank: str = "standard"):
     N = len(recs)
     atoms = []
     dc_q = np.zeros(N, np.int64)
@@ -229,7 +237,7 @@ def _records_to_symbols(recs: list[TileRec]):
     coef = np.zeros((N, K), np.int64)
     for t, row in enumerate(atoms):
         for k, (g_id, qv, sd, gq) in enumerate(row):
-            g = gens.get_generator(int(g_id))
+            g = gens.get_generator(int(g_id), bank)
             gen[t, k], params[t, k], seed[t, k], coef[t, k] = g.id, _unqv(g, int(qv), t), sd, gq
     return count, gen, params, seed, coef, dc_q
 
@@ -242,10 +250,12 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None) -
     if layout != "Y":
         meta["chroma_lambda"] = r6(cfg.chroma_lambda)
     lf = filters is not None and any(t.shape[0] for t in filters)  # a tools block only where a filter is signalled
+    tools = (1 << TOOLS.index("loop_filter") if lf else 0) | (
+        1 << TOOLS.index("large_dictionary") if cfg.dictionary == "large" else 0)
     return StreamHeader(H=H, W=W, tile=cfg.tile, overlap=cfg.overlap, window=cfg.window,
                         window_param=_window_param(cfg), seed=cfg.seed, gain_step=cfg.gain_step,
                         dc_step=cfg.dc_step, gamma_seam=cfg.gamma_seam, seam_power=cfg.seam_power,
-                        table_id=cfg.table_id, layout=layout, meta=meta, tools=1 << TOOLS.index("loop_filter") if lf else 0,
+                        table_id=cfg.table_id, layout=layout, meta=meta, tools=tools,
                         tool_data=pack_filters(filters) if lf else b"")
 
 
@@ -281,8 +291,9 @@ def write_bitstream(header: StreamHeader, records: list[TileRec], path=None) -> 
     """Records + header -> v15 bytes of a grayscale stream (written atomically to ``path`` when given)."""
     if header.layout != "Y":
         raise ValueError("write_bitstream writes grayscale (layout 'Y') streams")
-    model = symbol_model(header.table_id)
-    data, _ = _pack(header, model, [PlaneSymbols(*_records_to_symbols(records))])
+    bank = stream_bank(header)
+    model = symbol_model(header.table_id, bank)
+    data, _ = _pack(header, model, [PlaneSymbols(*_records_to_symbols(records, bank))])
     if path is not None:
         atomic_write_bytes(path, data)
     return data
@@ -312,7 +323,7 @@ def _parse(data: bytes) -> tuple[StreamHeader, list[PlaneSymbols], list[np.ndarr
     anything is rendered."""
     h, payloads = unpack_stream(data)
     filters = _plane_filters(h)
-    model = symbol_model(h.table_id)
+    model = symbol_model(h.table_id, stream_bank(h))
     planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(plane_shapes(h.layout, h.H, h.W), payloads)]
     return h, planes, filters
 
@@ -324,7 +335,7 @@ def read_bitstream(data_or_path) -> tuple[StreamHeader, list[TileRec]]:
     if h.layout != "Y":
         raise BitstreamError("read_bitstream reads grayscale streams; a colour stream holds three planes "
                              "(use pc.decode, pc.decode_y for its luma, or the CLI's info)")
-    return h, _symbols_to_records(*planes[0])
+    return h, _symbols_to_records(*planes[0], stream_bank(h))
 
 
 def _read_bytes(data_or_path) -> bytes:
@@ -494,7 +505,7 @@ def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: s
 
 def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, search_s, tiles, t0) -> dict:
     h, filters, pre = _with_filters(cfg, originals, planes, H, W, layout)
-    data, bits = _pack(h, symbol_model(cfg.table_id), planes)
+    data, bits = _pack(h, symbol_model(cfg.table_id, cfg.dictionary), planes)
     recon = _reconstruct_all(h, planes, filters, pre)
     hist: Counter = Counter()
     for sym in planes:
@@ -574,7 +585,7 @@ def stream_info(bitstream) -> dict:
     """Header fields, tile grids, generator histogram and ideal bits per symbol class of a stream."""
     data = _read_bytes(bitstream)
     h, planes, filters = _parse(data)
-    model = symbol_model(h.table_id)
+    model = symbol_model(h.table_id, stream_bank(h))
     hist: Counter = Counter()
     bits: Counter = Counter()
     per_plane = []

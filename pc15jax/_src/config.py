@@ -61,6 +61,10 @@ class CodecConfig:
       ai: search hooks (:class:`~pc15jax.AiHooks` or :class:`~pc15jax.HeuristicHooks`) that
         narrow the search's candidates; ``None`` is the exhaustive search. They never change
         the format: the header meta records which hooks (and weights) were used.
+      dictionary: ``"standard"`` (4162 atoms at 16x16) or ``"large"``: every searched
+        non-integer grid about twice as fine and 4x the noise seeds (33,498 atoms at 16x16).
+        ``"large"`` is a coding tool (the header's ``large_dictionary`` bit), whose decoder
+        needs the large dictionary too (the command line keeps it in its disk cache).
     """
 
     tile: int = 16
@@ -86,6 +90,7 @@ class CodecConfig:
     chroma_lambda: float = 2.0
     loop_filter: bool = True
     ai: Any = None
+    dictionary: str = "standard"
 
     def __post_init__(self):
         _int("tile", self.tile, 8, 256)
@@ -132,6 +137,12 @@ class CodecConfig:
                 raise ValueError(f"ai must be an AiHooks, a HeuristicHooks or None, got {type(self.ai).__name__}")
         if not isinstance(self.table_id, str) or not self.table_id:
             raise ValueError(f"table_id must be a non-empty string, got {self.table_id!r}")
+        if self.dictionary not in gens.BANKS:
+            raise ValueError(f"dictionary must be one of {gens.BANKS}, got {self.dictionary!r}")
+        if (self.dictionary != "standard" and isinstance(self.ai, AiHooks)
+                and (self.ai.param_predictor is not None or self.ai.rd_predictor is not None)):
+            raise ValueError("M2 and M3 predict the standard grids: with dictionary='large' use the M1 "
+                             "selector alone, the heuristic hooks or none")
 
     @property
     def grid(self) -> TileGridCfg:
@@ -147,7 +158,8 @@ class CodecConfig:
         d = CodecConfig()
         return dataclasses.replace(d, tile=self.tile, overlap=self.overlap, seed=self.seed,
                                    gamma_seam=self.gamma_seam, seam_power=self.seam_power, dc_step=self.dc_step,
-                                   max_coef=self.max_coef, generators=self.generators, table_id=self.table_id)
+                                   max_coef=self.max_coef, generators=self.generators, table_id=self.table_id,
+                                   dictionary=self.dictionary)
 
     def replace(self, **changes) -> "CodecConfig":
         """A copy with some fields changed (validated again)."""

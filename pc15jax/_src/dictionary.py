@@ -70,6 +70,7 @@ class Dictionary:
     offsets: np.ndarray
     coarse: np.ndarray
     neighbours: np.ndarray
+    bank: str = "standard"
 
     @property
     def size(self) -> int:
@@ -81,7 +82,7 @@ class Dictionary:
         param_idx = np.asarray(param_idx, np.int64)
         seed_sym = np.asarray(seed_sym, np.int64)
         out = np.zeros(gen_id.shape, np.int64)
-        for g in gens.list_generators():
+        for g in gens.list_generators(self.bank):
             sel = gen_id == g.id
             if not np.any(sel):
                 continue
@@ -167,13 +168,15 @@ def set_dictionary_cache(folder) -> None:
     _disk_cache[0] = None if folder is None else str(folder)
 
 
-def _disk_key(tile, overlap, gamma, power, seed) -> str:
+def _disk_key(tile, overlap, gamma, power, seed, bank="standard") -> str:
     h = hashlib.sha256()
     h.update(json.dumps([DISK_FORMAT, jax.__version__, jax.default_backend(), tile, overlap, gamma, power, seed])
              .encode())
+    if bank != "standard":  # the standard bank keeps the key its cached files were written under
+        h.update(f"bank:{bank}".encode())
     for src in (gens.__file__, __file__):
         h.update(Path(src).read_bytes())
-    for g in gens.list_generators():
+    for g in gens.list_generators(bank):
         lvl, vals, seeds = _grid_table(g)
         h.update(f"{g.id}:{g.name}:{g.seeded}".encode())
         h.update(vals.tobytes())
@@ -184,7 +187,7 @@ def _disk_key(tile, overlap, gamma, power, seed) -> str:
 _FIELDS = ("atoms", "sw", "searchable", "gen_id", "param_idx", "seed_sym", "offsets", "coarse", "neighbours")
 
 
-def _load(path: Path, tile: int):
+def _load(path: Path, tile: int, bank: str = "standard"):
     try:
         with np.load(path, allow_pickle=False) as z:
             arrs = {k: np.asarray(z[k]) for k in _FIELDS}
@@ -194,7 +197,7 @@ def _load(path: Path, tile: int):
     if hashlib.sha256(arrs["atoms"].tobytes()).hexdigest() != digest or arrs["atoms"].shape[1] != tile * tile:
         return None
     return Dictionary(tile=tile, atoms=jnp.asarray(arrs["atoms"]), sw=jnp.asarray(arrs["sw"]),
-                      **{k: arrs[k] for k in _FIELDS[2:]})
+                      **{k: arrs[k] for k in _FIELDS[2:]}, bank=bank)
 
 
 def _save(path: Path, d: "Dictionary") -> None:
@@ -211,7 +214,8 @@ def _save(path: Path, d: "Dictionary") -> None:
         pass
 
 
-def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
+def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int,
+                     bank: str = "standard") -> Dictionary:
     """Render and normalise every atom of the bank for square tiles of ``tile`` pixels.
 
     ``gamma`` and ``power`` are rounded to float32 first: the stream stores them as float32, so
@@ -220,28 +224,34 @@ def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: 
     Args:
       tile: tile size T. overlap: tile overlap (shapes the seam weights).
       gamma, power: seam penalty weight and exponent. seed: base noise seed.
+      bank: ``"standard"`` or ``"large"`` (:data:`pc15jax._src.generators.BANKS`).
 
     Returns:
       :class:`Dictionary` (cached: the same arguments return the same object).
     """
-    return _cached_dictionary(int(tile), int(overlap), float(np.float32(gamma)), float(np.float32(power)), int(seed))
+    gens.list_generators(bank)  # ValueError for an unknown bank
+    return _cached_dictionary(int(tile), int(overlap), float(np.float32(gamma)), float(np.float32(power)), int(seed),
+                              str(bank))
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
+def _cached_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int,
+                       bank: str = "standard") -> Dictionary:
     folder = _disk_cache[0]
     if folder is None:
-        return _build_dictionary(tile, overlap, gamma, power, seed)
-    path = Path(folder) / f"dict_{tile}_{overlap}_{_disk_key(tile, overlap, gamma, power, seed)}.npz"
-    d = _load(path, tile) if path.exists() else None
+        return _build_dictionary(tile, overlap, gamma, power, seed, bank)
+    name = "dict" if bank == "standard" else f"dict_{bank}"
+    path = Path(folder) / f"{name}_{tile}_{overlap}_{_disk_key(tile, overlap, gamma, power, seed, bank)}.npz"
+    d = _load(path, tile, bank) if path.exists() else None
     if d is None:
-        d = _build_dictionary(tile, overlap, gamma, power, seed)
+        d = _build_dictionary(tile, overlap, gamma, power, seed, bank)
         _save(path, d)
     return d
 
 
-def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
-    bank = gens.list_generators()
+def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int,
+                      bank_name: str = "standard") -> Dictionary:
+    bank = gens.list_generators(bank_name)
     sizes = np.asarray([g.grid_size for g in bank], np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     m = seam_penalty_mask(tile, overlap, power)
@@ -265,10 +275,11 @@ def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed:
     keep = searchable[coarse]
     return Dictionary(tile=tile, atoms=atoms, sw=sw, searchable=searchable, gen_id=gen_id,
                       param_idx=np.concatenate(pidx), seed_sym=np.concatenate(ssym), offsets=offsets,
-                      coarse=coarse[keep], neighbours=nbrs[keep])
+                      coarse=coarse[keep], neighbours=nbrs[keep], bank=bank_name)
 
 
-def get_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int) -> Dictionary:
+def get_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int,
+                   bank: str = "standard") -> Dictionary:
     """The cached dictionary, with ``gamma`` and ``power`` rounded to float32 first: the stream
     stores them as float32, so encoder and decoder build the very same atoms."""
-    return build_dictionary(tile, overlap, gamma, power, seed)
+    return build_dictionary(tile, overlap, gamma, power, seed, bank)

@@ -29,6 +29,8 @@ __all__ = [
     "ParamSpec",
     "Generator",
     "list_generators",
+    "BANKS",
+    "refined",
     "get_generator",
     "render",
     "render_batch",
@@ -567,19 +569,40 @@ MAX_PARAMS = max(len(g.params) for g in _BANK)
 assert [g.id for g in _BANK] == list(range(len(_BANK))), "generator ids must be 0..G-1 in order"
 
 
-def list_generators() -> tuple[Generator, ...]:
-    """All generators of the bank, ordered by their stable id."""
-    return _BANK
+def refined(gen: Generator, seed_factor: int = 4) -> Generator:
+    """``gen`` with every searched non-integer grid about twice as fine (periodic ``2L`` levels,
+    others ``2L - 1``: standard level ``i`` is fine level ``2 i``) and ``seed_factor`` times the
+    seeds (the standard seed symbols keep their seeds)."""
+    params = []
+    for p in gen.params:
+        if p.levels > 1 and not p.integer:
+            p = dataclasses.replace(p, levels=2 * p.levels if p.periodic else 2 * p.levels - 1)
+        params.append(p)
+    return dataclasses.replace(gen, params=tuple(params), n_seeds=gen.n_seeds * seed_factor)
 
 
-def get_generator(name_or_id: str | int) -> Generator:
-    """Look a generator up by (case-insensitive) name or integer id; ``ValueError`` if unknown."""
+BANKS = ("standard", "large")  # "large": every generator refined (8.07x the atoms at 16x16)
+_BANKS = {"standard": _BANK, "large": tuple(refined(g) for g in _BANK)}
+
+
+def list_generators(bank: str = "standard") -> tuple[Generator, ...]:
+    """All generators of ``bank`` (``"standard"`` or ``"large"``), ordered by their stable id. The
+    banks share ids, names, parameters and renders; only their grids and seed counts differ."""
+    try:
+        return _BANKS[bank]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown dictionary {bank!r}; expected one of {BANKS}") from None
+
+
+def get_generator(name_or_id: str | int, bank: str = "standard") -> Generator:
+    """Look a generator of ``bank`` up by (case-insensitive) name or integer id; ``ValueError`` if unknown."""
+    gens = list_generators(bank)
     if isinstance(name_or_id, (int, np.integer)) and not isinstance(name_or_id, bool):
-        if 0 <= int(name_or_id) < len(_BANK):
-            return _BANK[int(name_or_id)]
-        raise ValueError(f"unknown generator id {name_or_id}; valid ids are 0..{len(_BANK) - 1}")
+        if 0 <= int(name_or_id) < len(gens):
+            return gens[int(name_or_id)]
+        raise ValueError(f"unknown generator id {name_or_id}; valid ids are 0..{len(gens) - 1}")
     if isinstance(name_or_id, str) and name_or_id.upper() in _BY_NAME:
-        return _BY_NAME[name_or_id.upper()]
+        return gens[_BY_NAME[name_or_id.upper()].id]
     raise ValueError(f"unknown generator {name_or_id!r}; known: {sorted(_BY_NAME)}")
 
 

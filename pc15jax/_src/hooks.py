@@ -75,7 +75,7 @@ class GridTables(NamedTuple):
 
 def grid_arrays(dic: Dictionary) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The :class:`GridTables` fields of a dictionary as numpy arrays (offset, levels, stride, periodic)."""
-    bank = gens.list_generators()
+    bank = gens.list_generators(dic.bank)
     G = len(bank)
     levels = np.ones((G, N_AXES), np.int32)
     periodic = np.zeros((G, N_AXES), bool)

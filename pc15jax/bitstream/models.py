@@ -134,12 +134,16 @@ def load_table_json(table_id: str) -> dict:
     raise BitstreamError(f"unknown rANS table id {table_id!r} (looked in {', '.join(map(str, candidates))})")
 
 
-def _counts(d: dict, key: str, n: int) -> np.ndarray:
-    """Counts of length ``n`` from ``d[key]`` (missing -> uniform; wrong length -> error)."""
+def _counts(d: dict, key: str, n: int, resample: bool = False) -> np.ndarray:
+    """Counts of length ``n`` from ``d[key]`` (missing -> uniform; wrong length -> error, or with
+    ``resample`` the counts linearly resampled onto ``n`` levels: a finer grid over the same range
+    takes the coarse grid's counts at its shared levels and their means between)."""
     v = d.get(key)
     if v is None:
         return np.ones(n)
     a = np.asarray(v, np.float64)
+    if resample and a.ndim == 1 and len(a) > 1 and len(a) != n and np.all(np.isfinite(a)) and np.all(a >= 0):
+        a = np.interp(np.linspace(0.0, len(a) - 1.0, n), np.arange(len(a), dtype=np.float64), a)
     if a.shape != (n,) or not np.all(np.isfinite(a)) or np.any(a < 0):
         raise BitstreamError(f"rANS table entry {key!r} must hold {n} non-negative counts")
     return a
@@ -152,9 +156,11 @@ class SymbolModel:
       layout: the generator bank as :class:`GenLayout` s (index = generator id).
       table: the JSON dict of counts (see :func:`load_table_json`); ``{"id": ...}`` alone gives
         uniform tables.
+      resample: take parameter and seed counts of another length resampled onto the layout's
+        levels (the large dictionary's finer grids under a table set fitted on the standard one).
     """
 
-    def __init__(self, layout: Sequence[GenLayout], table: dict):
+    def __init__(self, layout: Sequence[GenLayout], table: dict, resample: bool = False):
         self.layout = tuple(layout)
         self.table_id = str(table.get("id", ""))
         self.sha256 = hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
@@ -173,9 +179,9 @@ class SymbolModel:
         params, seeds = table.get("param", {}), table.get("seed", {})
         for g in self.layout:
             for i in g.searched:
-                add(f"param:{g.id}:{i}", _counts(params, f"{g.name}.{g.param_names[i]}", g.levels[i]))
+                add(f"param:{g.id}:{i}", _counts(params, f"{g.name}.{g.param_names[i]}", g.levels[i], resample))
             if g.n_seeds > 1:
-                add(f"seed:{g.id}", _counts(seeds, g.name, g.n_seeds))
+                add(f"seed:{g.id}", _counts(seeds, g.name, g.n_seeds, resample))
         present = [k in table for k in _CONTEXT_KEYS]
         if any(present) and not all(present):
             raise BitstreamError(f"rANS table set {self.table_id!r} must give all of {_CONTEXT_KEYS} or none")

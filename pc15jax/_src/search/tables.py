@@ -113,13 +113,13 @@ def make_tables(dic: Dictionary, rate: RateModel, cfg: CodecConfig) -> SearchTab
 
 def dictionary_for(cfg: CodecConfig) -> Dictionary:
     """The (cached) atom dictionary of a configuration."""
-    return get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed)
+    return get_dictionary(cfg.tile, cfg.overlap, cfg.gamma_seam, cfg.seam_power, cfg.seed, cfg.dictionary)
 
 
 def generator_layout(cfg: CodecConfig) -> tuple[tuple[int, int], ...]:
     """(first atom, atoms) of every generator in the dictionary: static shapes of the hooked dispatch."""
     dic = dictionary_for(cfg)
-    return tuple((int(o), int(g.grid_size)) for o, g in zip(dic.offsets, gens.list_generators()))
+    return tuple((int(o), int(g.grid_size)) for o, g in zip(dic.offsets, gens.list_generators(dic.bank)))
 
 
 def default_tables(cfg: CodecConfig) -> SearchTables:
