@@ -1,7 +1,8 @@
 """Benchmark the search hooks against the exhaustive search on held-out images.
 
 For every image, lambda and hook setting (``none`` = exhaustive, ``heuristic``, ``m1``,
-``m1m2``, ``m1m2m3``): search seconds, total encode seconds, bpp and PSNR of the decoded
+``m1m2``, ``m1m2m3``, ``c2f`` = coarse-to-fine without hooks), on the standard and, with
+``--dictionaries standard large``, the large dictionary: search seconds, total encode seconds, bpp and PSNR of the decoded
 image at equal lambda, then per setting the mean speed-up of the search, the mean PSNR change at
 equal lambda and the BD-rate against the exhaustive curve (mean over images of the per-image
 curves' BD-rate). It also labels the held-out tiles with the exhaustive search and reports the
@@ -29,7 +30,7 @@ from experiments.bench_rd import bd_rate
 from experiments.make_tiles import DEFAULT_HOLDOUT, IMAGE_EXT, default_kodak, label_image, load_gray, skimage_gray
 from shared_runtime import atomic_write_bytes
 
-SETTINGS = ("none", "heuristic", "m1", "m1m2", "m1m2m3")
+SETTINGS = ("none", "heuristic", "m1", "m1m2", "m1m2m3", "c2f")  # c2f: no hooks, search="coarse_to_fine"
 
 
 def hooks_of(setting: str):
@@ -40,7 +41,13 @@ def hooks_of(setting: str):
     if setting in RETIRED_PRESETS:
         s, p, r = RETIRED_PRESETS[setting]
         return pc.AiHooks(selector=s, param_predictor=p, rd_predictor=r)
-    return pc.hooks_from_name(setting)
+    return None if setting == "c2f" else pc.hooks_from_name(setting)
+
+
+def config_of(base, setting: str, dictionary: str, lam: float):
+    """A setting's configuration at ``lam`` on ``dictionary``."""
+    return base.replace(lambda_rd=lam, ai=hooks_of(setting), dictionary=dictionary,
+                        search="coarse_to_fine" if setting == "c2f" else base.search)
 
 
 def held_out_images(paths) -> list[tuple[str, np.ndarray]]:
@@ -120,17 +127,16 @@ def main(argv=None) -> int:
     if "standard" not in a.dictionaries:  # the reference is the standard bank's exhaustive search
         a.dictionaries = ["standard"] + a.dictionaries
     combos = [(d, s, s if d == "standard" else f"{d}+{s}") for d in a.dictionaries for s in a.settings
-              if d == "standard" or s in ("none", "heuristic", "m1")]
+              if d == "standard" or s in ("none", "heuristic", "m1", "c2f")]
     a.settings = [n for _, _, n in combos]
     images = held_out_images(a.images)
     rows = []
     bar = tqdm(total=len(images) * len(a.lambdas) * len(combos), desc="bench hooks", file=sys.stderr)
     for name, img in images:
         for d, s, label in combos:
-            hooks = hooks_of(s)
-            pc.encode_y(img, base.replace(lambda_rd=a.lambdas[0], ai=hooks, dictionary=d))  # warm-up: compile
+            pc.encode_y(img, config_of(base, s, d, a.lambdas[0]))  # warm-up: compile
             for lam in a.lambdas:
-                r = encode_point(img, base.replace(lambda_rd=lam, ai=hooks, dictionary=d))
+                r = encode_point(img, config_of(base, s, d, lam))
                 rows.append({"image": name, "setting": label, "lambda": lam, **r})
                 bar.update()
     bar.close()

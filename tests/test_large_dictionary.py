@@ -21,17 +21,22 @@ def banks():
     return get_dictionary(*args), get_dictionary(*args, bank="large")
 
 
-def test_the_standard_atoms_are_the_large_banks_coarse_level(banks):
-    std, big = banks
-    assert big.bank == "large" and std.bank == "standard" and big.size > 7 * std.size
-    # every standard symbol at its fine level (2 i on a refined grid) names the same atom
+def _in_large(std, big) -> np.ndarray:
+    """Every standard atom's index in the large bank: its symbols at their fine levels (2 i on a
+    refined grid)."""
     fine = std.param_idx.copy()
     for g in G.list_generators():
         sel = std.gen_id == g.id
         for i, (ps, pl) in enumerate(zip(g.params, G.list_generators("large")[g.id].params)):
             if pl.levels != ps.levels:
                 fine[sel, i] *= 2
-    idx = big.atom_index(std.gen_id, fine, std.seed_sym)
+    return big.atom_index(std.gen_id, fine, std.seed_sym)
+
+
+def test_the_standard_atoms_are_the_large_banks_coarse_level(banks):
+    std, big = banks
+    assert big.bank == "large" and std.bank == "standard" and big.size > 7 * std.size
+    idx = _in_large(std, big)
     np.testing.assert_allclose(np.asarray(big.atoms)[idx], np.asarray(std.atoms), atol=2e-6)
     np.testing.assert_array_equal(big.searchable[idx], std.searchable)
 
@@ -69,3 +74,14 @@ def test_dictionary_validation():
     with pytest.raises(ValueError, match="M2 and M3 predict the standard grids"):
         pc.CodecConfig(dictionary="large", ai=pc.AiHooks(selector="m1", param_predictor="m2"))
     assert pc.CodecConfig(dictionary="large", ai=pc.AiHooks.preset("m1")).dictionary == "large"
+
+
+def test_large_coarse_level_is_the_standard_bank_and_its_cells(banks, camera):
+    std, big = banks
+    # the coarse atoms are exactly the standard bank's searchable atoms; each cell stays in its generator
+    np.testing.assert_array_equal(np.sort(big.coarse), np.sort(_in_large(std, big)[std.searchable]))
+    assert np.all(big.neighbours[:, 0] == big.coarse)
+    assert np.all(big.gen_id[big.neighbours] == big.gen_id[big.coarse][:, None])
+    img = (camera[96:160, 160:240] * 255).astype(np.uint8)
+    enc = pc.encode_y(img, CFG.replace(search="coarse_to_fine", loop_filter=False))
+    assert np.array_equal(pc.decode_y(enc["bitstream"]), enc["recon"])

@@ -55,9 +55,11 @@ class Dictionary:
       gen_id: int32 ``[A]``. param_idx: int32 ``[A, MAX_PARAMS]`` (level index per parameter,
         0 for unsearched ones). seed_sym: int32 ``[A]``.
       offsets: int ``[G]`` first atom of each generator.
-      coarse: int32 ``[Ac]`` atoms on even grid points (the coarse search level).
-      neighbours: int32 ``[Ac, 2 * MAX_PARAMS + 1]`` each coarse atom and its +-1 grid
-        neighbours along every parameter (padded with the atom itself).
+      coarse: int32 ``[Ac]`` the coarse search level: atoms on even grid points (for the large
+        bank: the standard bank's atoms).
+      neighbours: int32 ``[Ac, W]`` each coarse atom and its +-1 grid neighbours along every
+        parameter (for the large bank: its whole fine-grid cell and every seed), padded with the
+        atom itself.
     """
 
     tile: int
@@ -136,6 +138,51 @@ def _coarse_and_neighbours(gens_list, offsets):
             coarse.append(me)
             nbrs.append(row + [me] * (width - len(row)))
     return np.asarray(coarse, np.int32), np.asarray(nbrs, np.int32)
+
+
+def _nested_coarse_and_neighbours(bank, offsets):
+    """The large bank's coarse level is the standard bank (even levels of every refined grid, the
+    standard seeds); each coarse atom's neighbours are its fine-grid cell: every refined index
+    within one fine step (wrapping where periodic) with its seed, and every seed at its own levels.
+    Returns (coarse int32 ``[Ac]``, neighbours int32 ``[Ac, W]`` padded with the atom itself)."""
+    coarse, rows = [], []
+    for g, std in zip(bank, gens.list_generators("standard")):
+        shape = g.grid_shape
+        P = len(g.params)
+        lvl = np.stack(np.unravel_index(np.arange(g.grid_size), shape), axis=1) if shape else np.zeros((1, 0), np.int64)
+        fine = [i for i in range(P) if g.params[i].levels != std.params[i].levels]
+        on = np.ones(len(lvl), bool)
+        for i in fine:
+            on &= lvl[:, i] % 2 == 0
+        if g.seeded:
+            on &= lvl[:, P] < std.n_seeds
+        steps = np.stack(np.meshgrid(*([[-1, 0, 1]] * len(fine)), indexing="ij"), -1).reshape(-1, len(fine)) \
+            if fine else np.zeros((1, 0), np.int64)
+        for local in np.flatnonzero(on):
+            lv = lvl[local]
+            cell = set()
+            for st in steps:
+                nb = lv.copy()
+                ok = True
+                for i, d in zip(fine, st):
+                    nb[i] += d
+                    if g.params[i].periodic:
+                        nb[i] %= g.params[i].levels
+                    elif not 0 <= nb[i] < g.params[i].levels:
+                        ok = False
+                if ok:
+                    cell.add(int(np.ravel_multi_index(tuple(nb), shape)))
+            if g.seeded:
+                for sd in range(g.n_seeds):
+                    nb = lv.copy()
+                    nb[P] = sd
+                    cell.add(int(np.ravel_multi_index(tuple(nb), shape)))
+            me = int(offsets[g.id] + (np.ravel_multi_index(tuple(lv), shape) if shape else 0))
+            coarse.append(me)
+            rows.append([me] + sorted(offsets[g.id] + c for c in cell if offsets[g.id] + c != me))
+    W = max(len(r) for r in rows)
+    return (np.asarray(coarse, np.int32),
+            np.asarray([r + [r[0]] * (W - len(r)) for r in rows], np.int32))
 
 
 @jax.jit
@@ -271,7 +318,8 @@ def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed:
     gen_id = np.concatenate(gid)
     searchable = np.asarray(ok) & (gen_id != 0)
     searchable[0] = True  # FLAT, the DC-only candidate
-    coarse, nbrs = _coarse_and_neighbours(bank, offsets)
+    # the coarse-to-fine search's levels: even grid points, or for the large bank the standard one
+    coarse, nbrs = (_nested_coarse_and_neighbours if bank_name == "large" else _coarse_and_neighbours)(bank, offsets)
     keep = searchable[coarse]
     return Dictionary(tile=tile, atoms=atoms, sw=sw, searchable=searchable, gen_id=gen_id,
                       param_idx=np.concatenate(pidx), seed_sym=np.concatenate(ssym), offsets=offsets,
