@@ -33,20 +33,22 @@ from shared_runtime import atomic_write_bytes
 SETTINGS = ("none", "heuristic", "m1", "m1m2", "m1m2m3", "c2f")  # c2f: no hooks, search="coarse_to_fine"
 
 
-def hooks_of(setting: str):
+def hooks_of(setting: str, m1=None):
     """A setting's hooks: the presets by name; ``m1m2`` / ``m1m2m3`` (no longer presets, still
-    measured here) built from their models."""
+    measured here) built from their models; ``m1`` a checkpoint path instead of the shipped M1."""
     from pc15jax._src.hooks import RETIRED_PRESETS
 
+    if setting == "m1" and m1 is not None:
+        return pc.AiHooks(selector=str(m1))
     if setting in RETIRED_PRESETS:
         s, p, r = RETIRED_PRESETS[setting]
         return pc.AiHooks(selector=s, param_predictor=p, rd_predictor=r)
     return None if setting == "c2f" else pc.hooks_from_name(setting)
 
 
-def config_of(base, setting: str, dictionary: str, lam: float):
-    """A setting's configuration at ``lam`` on ``dictionary``."""
-    return base.replace(lambda_rd=lam, ai=hooks_of(setting), dictionary=dictionary,
+def config_of(base, setting: str, dictionary: str, lam: float, m1=None):
+    """A setting's configuration at ``lam`` on ``dictionary`` (``m1``: per-dictionary M1 paths)."""
+    return base.replace(lambda_rd=lam, ai=hooks_of(setting, (m1 or {}).get(dictionary)), dictionary=dictionary,
                         search="coarse_to_fine" if setting == "c2f" else base.search)
 
 
@@ -113,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     ap.add_argument("--dictionaries", nargs="+", choices=("standard", "large"), default=["standard"],
                     help="atom banks to run every setting on (large: 'large+<setting>'; M2/M3 need standard)")
+    ap.add_argument("--m1-large", default=None,
+                    help="M1 checkpoint (.npz) for the large dictionary's m1 setting (default: the shipped M1)")
     ap.add_argument("--tile", type=int, default=16)
     ap.add_argument("--overlap", type=int, default=1)
     ap.add_argument("--out", default="results/hooks", help="folder for hooks.json and hooks.png")
@@ -129,14 +133,15 @@ def main(argv=None) -> int:
     combos = [(d, s, s if d == "standard" else f"{d}+{s}") for d in a.dictionaries for s in a.settings
               if d == "standard" or s in ("none", "heuristic", "m1", "c2f")]
     a.settings = [n for _, _, n in combos]
+    m1_paths = {"large": a.m1_large} if a.m1_large else None
     images = held_out_images(a.images)
     rows = []
     bar = tqdm(total=len(images) * len(a.lambdas) * len(combos), desc="bench hooks", file=sys.stderr)
     for name, img in images:
         for d, s, label in combos:
-            pc.encode_y(img, config_of(base, s, d, a.lambdas[0]))  # warm-up: compile
+            pc.encode_y(img, config_of(base, s, d, a.lambdas[0], m1_paths))  # warm-up: compile
             for lam in a.lambdas:
-                r = encode_point(img, config_of(base, s, d, lam))
+                r = encode_point(img, config_of(base, s, d, lam, m1_paths))
                 rows.append({"image": name, "setting": label, "lambda": lam, **r})
                 bar.update()
     bar.close()

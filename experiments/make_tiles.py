@@ -183,13 +183,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="dataset folder (tiles.npz + meta.json)")
     ap.add_argument("--tile", type=int, default=16)
     ap.add_argument("--overlap", type=int, default=1)
+    ap.add_argument("--dictionary", choices=("standard", "large"), default="standard",
+                    help="atom bank the exhaustive search labels with")
     ap.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS))
     ap.add_argument("--tiles-per-image", type=int, default=400, help="tiles sampled per image and lambda")
     ap.add_argument("--val-every", type=int, default=5, help="every k-th image goes to validation")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:
-        cfg = pc.CodecConfig(tile=a.tile, overlap=a.overlap)
+        cfg = pc.CodecConfig(tile=a.tile, overlap=a.overlap, dictionary=a.dictionary)
         if a.tiles_per_image < 1 or a.val_every < 2:
             raise ValueError("--tiles-per-image must be >= 1 and --val-every >= 2")
     except ValueError as e:
@@ -229,7 +231,7 @@ def main(argv=None) -> int:
     buf = io.BytesIO()
     np.savez_compressed(buf, **data)
     atomic_write_bytes(out / "tiles.npz", buf.getvalue())
-    meta = {"config": {"tile": cfg.tile, "overlap": cfg.overlap, "table_id": cfg.table_id,
+    meta = {"config": {"tile": cfg.tile, "overlap": cfg.overlap, "table_id": cfg.table_id, "dictionary": cfg.dictionary,
                        "shortlist": cfg.shortlist, "max_atoms": cfg.max_atoms},
             "lambdas": a.lambdas, "images": [{"name": n, "split": ["train", "val"][split[n]]} for n in names],
             "holdout": sorted(a.holdout), "tiles_per_image": a.tiles_per_image, "seed": a.seed,
