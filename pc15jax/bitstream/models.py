@@ -136,8 +136,10 @@ def load_table_json(table_id: str) -> dict:
 
 def _counts(d: dict, key: str, n: int, resample: bool = False) -> np.ndarray:
     """Counts of length ``n`` from ``d[key]`` (missing -> uniform; wrong length -> error, or with
-    ``resample`` the counts linearly resampled onto ``n`` levels: a finer grid over the same range
-    takes the coarse grid's counts at its shared levels and their means between)."""
+    ``resample`` the counts linearly resampled onto ``n`` levels: a ``2L - 1`` grid over the same
+    range takes the coarse grid's counts at its shared levels and their means between; other
+    lengths, periodic ``2L`` grids and seed counts included, an interpolation of them, the same
+    on both sides of the coder)."""
     v = d.get(key)
     if v is None:
         return np.ones(n)
