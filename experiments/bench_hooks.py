@@ -28,7 +28,7 @@ from tqdm import tqdm
 import pc15jax as pc
 from experiments.bench_rd import bd_rate
 from experiments.make_tiles import DEFAULT_HOLDOUT, IMAGE_EXT, default_kodak, label_image, load_gray, skimage_gray
-from shared_runtime import atomic_write_bytes
+from shared_runtime import atomic_write, atomic_write_bytes
 
 SETTINGS = ("none", "heuristic", "m1", "m1m2", "m1m2m3", "c2f")  # c2f: no hooks, search="coarse_to_fine"
 
@@ -229,10 +229,8 @@ def _plot(rows, settings, path: Path, summary=None) -> None:
         x.grid(alpha=0.3)
         x.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path) + ".tmp.png", dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    Path(str(path) + ".tmp.png").replace(path)
 
 
 if __name__ == "__main__":

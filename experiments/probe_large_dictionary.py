@@ -53,6 +53,7 @@ from tqdm import tqdm
 from pc15jax._src import generators as gens
 from pc15jax._src.config import CodecConfig
 from pc15jax._src.dictionary import DEGENERATE_NORM, derive_seed
+from shared_runtime import atomic_write
 
 from .bench_rd import bd_rate
 
@@ -167,7 +168,7 @@ def _select(r, atoms, bank, *, rule: str, k: int):
         mask = jnp.zeros_like(a, bool).at[jnp.arange(r.shape[0])[:, None], cand].set(True) | coarse[None]
         scored = jnp.sum(mask, axis=1)
     elif rule == "generators":
-        G = gens_count()
+        G = len(gens.list_generators())
         best_g = jax.ops.segment_max(jnp.where(coarse, a, -1.0).T, gid, num_segments=G).T  # [n, G]
         _, top = jax.lax.top_k(best_g, k)
         mask = jnp.any(gid[None, None] == top[:, :, None], axis=1) | coarse[None]
@@ -197,10 +198,6 @@ def neighbour_table(bank: Bank):
     W = max(len(x) for x in rows)
     table = np.stack([np.concatenate([x, np.full(W - len(x), x[0])]) for x in rows]).astype(np.int32)
     return table, row_of
-
-
-def gens_count() -> int:
-    return len(gens.list_generators())
 
 
 def pursue(tiles, bank: Bank, q, max_atoms, rule, k=0, *, chunk=512):
@@ -234,9 +231,8 @@ def pursue(tiles, bank: Bank, q, max_atoms, rule, k=0, *, chunk=512):
 
 
 def rd_points(err, ab, index_bits, lambdas, npix):
-    """Per lambda: every tile keeps the atom prefix minimising ``D + lambda R``. Returns a list
-    of (bpp, PSNR) with D the pixel squared error and R in bits."""
-    K = ab.shape[1]
+    """Per lambda: every tile keeps the atom prefix minimising ``D + lambda R`` (D the pixel
+    squared error, R in bits). Returns a list of (bpp, PSNR dB, mean atoms per tile)."""
     rate = np.zeros_like(err)
     rate[:, 0] = 8.0 + 1.0  # DC + the stop flag
     rate[:, 1:] = 9.0 + np.cumsum(ab + index_bits + 1.0, axis=1)
@@ -248,7 +244,6 @@ def rd_points(err, ab, index_bits, lambdas, npix):
         r = rate[np.arange(len(k)), k].sum()
         mse = d / npix
         pts.append((r / npix, 10 * np.log10(1.0 / max(mse, 1e-12)), float(np.mean(k))))
-    assert K > 0
     return pts
 
 
@@ -341,10 +336,8 @@ def _plot(res, n_std, path: Path) -> None:
         x.grid(alpha=0.3)
         x.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path) + ".tmp.png", dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    Path(str(path) + ".tmp.png").replace(path)
 
 
 if __name__ == "__main__":
