@@ -25,18 +25,39 @@ import numpy as np
 COMMANDS = ("demo", "encode", "decode", "info")
 
 
-def _enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache and the on-disk dictionary cache (``PC15_CACHE_DIR``,
-    ``PC15_DICT_CACHE``; default under ``~/.cache/pc15jax``)."""
+def _cache_root() -> str:
     import os
 
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pc15jax")
+
+
+def _enable_dictionary_cache() -> None:
+    """The on-disk dictionary cache (``PC15_DICT_CACHE``; default ``~/.cache/pc15jax/dictionaries``)."""
+    import os
+
+    from pc15jax._src.dictcache import set_dictionary_cache
+
+    set_dictionary_cache(os.environ.get("PC15_DICT_CACHE") or os.path.join(_cache_root(), "dictionaries"))
+
+
+def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache (``PC15_CACHE_DIR``; default ``~/.cache/pc15jax/jax``) and
+    the on-disk dictionary cache."""
     from shared_runtime import enable_compilation_cache
 
     enable_compilation_cache("PC15_CACHE_DIR", "pc15jax")
-    from pc15jax._src.dictionary import set_dictionary_cache
+    _enable_dictionary_cache()
 
-    set_dictionary_cache(os.environ.get("PC15_DICT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pc15jax", "dictionaries"))
+
+def _defer_compilation_cache() -> None:
+    """For the host commands, which import JAX only to build a dictionary the disk cache lacks: the
+    same compilation cache, through the environment variables JAX reads when it is imported."""
+    import os
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get("PC15_CACHE_DIR") or os.path.join(_cache_root(),
+                                                                                                      "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    _enable_dictionary_cache()
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm", ".webp", ".gif")
@@ -167,7 +188,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from pc15jax._src.codec import decode_native
+    from pc15jax._src.decoder import decode_native
 
     t = time.perf_counter()
     img = decode_native(args.input)  # parsed once, in the stream's own layout
@@ -177,7 +198,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from pc15jax._src.codec import stream_info
+    from pc15jax._src.decoder import stream_info
 
     info = stream_info(args.input)
     if args.json:
@@ -292,12 +313,25 @@ def _parser():
     p.add_argument("--num-processes", type=int, default=None)
     p.add_argument("--process-id", type=int, default=None)
     coding_options(p)
+    _host_commands(sub)
+    return ap
+
+
+HOST_COMMANDS = ("decode", "info")  # they run on the host alone: no JAX, no codec config
+
+
+def _host_commands(sub) -> None:
     p = sub.add_parser("decode", help="decode a .pc15 stream to PNG")
     p.add_argument("input")
     p.add_argument("-o", "--out", required=True)
     p = sub.add_parser("info", help="describe a .pc15 stream")
     p.add_argument("input")
     p.add_argument("--json", action="store_true")
+
+
+def _host_parser():
+    ap = argparse.ArgumentParser(prog="python -m pc15jax", description="PC15 procedural tile codec")
+    _host_commands(ap.add_subparsers(dest="cmd", required=True))
     return ap
 
 
@@ -305,8 +339,12 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["demo"] + argv
-    args = _parser().parse_args(argv)
-    _enable_compilation_cache()
+    if argv[0] in HOST_COMMANDS:
+        args = _host_parser().parse_args(argv)
+        _defer_compilation_cache()
+    else:
+        args = _parser().parse_args(argv)
+        _enable_compilation_cache()
     from pc15jax.bitstream import BitstreamError
 
     try:

@@ -378,9 +378,10 @@ def test_build_dictionary_is_the_codecs_dictionary():
 
 
 def test_dictionary_disk_cache_round_trip_and_corruption(tmp_path):
+    import pc15jax._src.dictcache as DC
     import pc15jax._src.dictionary as D
 
-    old = D._disk_cache[0]
+    old = DC.cache_folder()
     try:
         D.set_dictionary_cache(tmp_path)
         D._cached_dictionary.cache_clear()
@@ -390,13 +391,13 @@ def test_dictionary_disk_cache_round_trip_and_corruption(tmp_path):
         D._cached_dictionary.cache_clear()
         loaded = D.build_dictionary(8, 1, 0.1, 1.5, 7)
         assert loaded is not built
-        for k in D._FIELDS:
+        for k in DC.FIELDS:
             assert np.array_equal(np.asarray(getattr(loaded, k)), np.asarray(getattr(built, k))), k
         files[0].write_bytes(files[0].read_bytes()[:1000])  # truncated: rebuilt, not trusted
         D._cached_dictionary.cache_clear()
         again = D.build_dictionary(8, 1, 0.1, 1.5, 7)
         assert np.array_equal(np.asarray(again.atoms), np.asarray(built.atoms))
-        assert D._load(files[0], 8) is not None  # rewritten whole
+        assert DC.load_arrays(files[0], 8) is not None  # rewritten whole
     finally:
         D.set_dictionary_cache(old)
         D._cached_dictionary.cache_clear()

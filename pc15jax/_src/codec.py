@@ -1,63 +1,41 @@
-"""Grayscale encode/decode: device search <-> host rANS container.
+"""The encoder: image -> RD search (device) -> symbols (host, one transfer) -> two rANS streams
+per plane -> v15 container.
 
-``encode_y``: image -> tiles -> RD search (device) -> symbols (host, one transfer) -> two rANS
-streams -> v15 container. ``decode_y``: container -> symbols -> the same atoms from the same
-dictionary -> window blend. The encoder's ``recon`` is computed by the decoder's own function
-from the coded symbols, so ``decode_y(encode_y(x)["bitstream"]) == encode_y(x)["recon"]``
-exactly on one backend.
+The decoding side lives in :mod:`.decoder` (host, no JAX) and is re-exported here. The encoder's
+``recon`` is computed by the decoder's own functions from the coded symbols, so
+``decode_y(encode_y(x)["bitstream"]) == encode_y(x)["recon"]`` bit for bit, on any backend.
 """
 
 from __future__ import annotations
 
 import functools
-import struct
 import time
 from collections import Counter
-from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from shared_runtime import atomic_write_bytes
 
-from ..bitstream import BitstreamError, rans_decode, rans_encode
-from ..bitstream.rans import check_symbol_count
-from ..bitstream.container import TOOLS, StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes, unpack_stream
-from ..bitstream.models import MAX_ATOMS, MAX_COEF, GenLayout, SymbolModel, load_table_json
+from ..bitstream import rans_encode
+from ..bitstream.container import TOOLS, StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes
+from ..bitstream.models import MAX_COEF, SymbolModel
 from . import generators as gens
-from .color import as_rgb_float, rgb_to_ycbcr, subsample_420, upsample_420, ycbcr_to_rgb
+from .color import as_rgb_float, rgb_to_ycbcr, subsample_420
 from .config import CodecConfig, resolve_config
-from .dictionary import get_dictionary
-from .loopfilter import NO_FILTER, filter_plane, fit_loop_filter, pack_filters, unpack_filters
+from .decoder import (PlaneSymbols, _class_bits, _header_window_params, _parse, _plane_filters,  # noqa: F401
+                      _read_bytes, _reconstruct_all, _reconstruct_plane, _records_to_symbols, _symbols_to_records,
+                      decode, decode_native, decode_y, generator_layout, read_bitstream, stream_bank, stream_info,
+                      symbol_model)
+from .loopfilter import NO_FILTER, fit_loop_filter, pack_filters
 from .pipeline import as_gray_float
 from .score import RateModel
 from .search import SearchTables, dictionary_for, make_tables, search_atoms
-from .search.symbols import render_symbols
-from .tiling import TileGridCfg, blend, extract_tiles, tile_image
+from .tiling import extract_tiles, tile_image
 
 __all__ = ["encode_y", "decode_y", "encode", "decode", "read_bitstream", "write_bitstream", "stream_info", "codec_tables", "symbol_model",
            "ladder_geometry",
            "rate_model_from_symbols", "generator_layout"]
-
-
-def generator_layout(bank: str = "standard") -> tuple[GenLayout, ...]:
-    """The generator bank as the host coder sees it (ids, names, parameter levels, seeds)."""
-    return tuple(GenLayout(g.id, g.name, g.param_names, tuple(p.levels for p in g.params), g.n_seeds)
-                 for g in gens.list_generators(bank))
-
-
-@functools.lru_cache(maxsize=8)
-def symbol_model(table_id: str, bank: str = "standard") -> SymbolModel:
-    """Frequency tables of table set ``table_id`` for the generator grids of ``bank`` (cached; the
-    large bank's finer alphabets take the set's counts resampled onto them). Raises BitstreamError
-    if unknown."""
-    return SymbolModel(generator_layout(bank), load_table_json(table_id), resample=bank != "standard")
-
-
-def stream_bank(h: StreamHeader) -> str:
-    """The dictionary a stream was coded with (its ``large_dictionary`` tool bit)."""
-    return "large" if "large_dictionary" in h.tool_names else "standard"
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,133 +91,6 @@ def _window_param(cfg: CodecConfig):
     return wp.get("alpha", wp.get("beta"))
 
 
-def _header_window_params(h: StreamHeader):
-    if h.window_param is None:
-        return None
-    return {"alpha": h.window_param} if h.window == "tukey" else {"beta": h.window_param} if h.window == "kaiser" else None
-
-
-class PlaneSymbols(NamedTuple):
-    """Host symbols of one plane: count ``[N]``, gen/seed/coef ``[N, K]``, params ``[N, K, P]``, dc_q ``[N]``."""
-
-    count: np.ndarray
-    gen: np.ndarray
-    params: np.ndarray
-    seed: np.ndarray
-    coef: np.ndarray
-    dc_q: np.ndarray
-
-
-def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> jax.Array:
-    """Tiles from symbols, window-blended and clipped -> float32 ``[H, W]`` (device array), before
-    the loop filter."""
-    dic = get_dictionary(h.tile, h.overlap, h.gamma_seam, h.seam_power, h.seed, stream_bank(h))
-    count, gen, params, seed, coef, dc_q = sym
-    N, K = gen.shape
-    live = np.arange(K)[None, :] < count[:, None]
-    atom = np.where(live, dic.atom_index(np.where(live, gen, 0), np.where(live[..., None], params, 0),
-                                         np.where(live, seed, 0)), 0)
-    coef = np.where(live, coef, 0)
-    Kp = 1 << max(0, (K - 1).bit_length())  # pad the atom axis to a power of two: few programs
-    pad = ((0, 0), (0, Kp - K))
-    tiles = render_symbols(jnp.asarray(np.pad(atom, pad), jnp.int32), jnp.asarray(np.pad(coef, pad), jnp.int32),
-                         jnp.asarray(dc_q, jnp.int32), dic.atoms, dic.sw, jnp.float32(h.gain_step),
-                         jnp.float32(h.dc_step))
-    spec = tile_image(tuple(shape), TileGridCfg(h.tile, h.overlap))
-    img = blend(tiles, spec, window=h.window, window_params=_header_window_params(h))
-    return jnp.clip(img, 0.0, 1.0)
-
-
-def _plane_filters(h: StreamHeader) -> list[np.ndarray]:
-    """Loop filter taps of every plane (int32 ``[C, 12]``, no rows: not filtered). Raises BitstreamError."""
-    n = len(plane_shapes(h.layout, h.H, h.W))
-    if "loop_filter" not in h.tool_names:
-        return [NO_FILTER] * n
-    return unpack_filters(h.tool_data, n)
-
-
-def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, pre=None) -> jax.Array:
-    """A plane as the decoder outputs it: rendered and blended (or ``pre``, that already), then filtered."""
-    y = _reconstruct_plane(h, sym, shape) if pre is None else pre
-    return filter_plane(y, taps, h.tile, h.overlap)
-
-
-def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], filters: list[np.ndarray], pre=None) -> np.ndarray:
-    """The decoder's image: ``[H, W]`` for layout Y, ``[H, W, 3]`` RGB for YCbCr420. ``filters``:
-    every plane's loop filter taps (:func:`_plane_filters`); ``pre``: the planes before the loop
-    filter, when the encoder has them already."""
-    shapes = plane_shapes(h.layout, h.H, h.W)
-    pre = [None] * len(planes) if pre is None else pre
-    out = [_decoded_plane(h, sym, shp, taps, y) for sym, shp, taps, y in zip(planes, shapes, filters, pre)]
-    if h.layout == "Y":
-        return np.asarray(jax.device_get(out[0]))
-    ycc = jnp.stack([out[0], upsample_420(out[1], h.H, h.W), upsample_420(out[2], h.H, h.W)], axis=-1)
-    return np.asarray(jax.device_get(ycbcr_to_rgb(ycc)))
-
-
-_EXTRA = struct.Struct("<BIBh")  # payload_fmt 1: gen_id, qv_id, seed, gain_q of every further atom
-
-
-def _qv(g, params_row) -> int:
-    idx = [int(params_row[i]) for i, p in enumerate(g.params) if p.levels > 1]
-    shape = [p.levels for p in g.params if p.levels > 1]
-    return int(np.ravel_multi_index(idx, shape)) if shape else 0
-
-
-def _unqv(g, qv: int, t: int) -> np.ndarray:
-    searched = [i for i, p in enumerate(g.params) if p.levels > 1]
-    shape = [g.params[i].levels for i in searched]
-    out = np.zeros(gens.MAX_PARAMS, np.int64)
-    if shape and not 0 <= qv < int(np.prod(shape)):
-        raise ValueError(f"record {t}: qv_id {qv} outside the grid of {g.name}")
-    for i, v in zip(searched, np.unravel_index(qv, shape) if shape else ()):
-        out[i] = v
-    return out
-
-
-def _symbols_to_records(count, gen, params, seed, coef, dc_q, bank_name: str = "standard") -> list[TileRec]:
-    bank = gens.list_generators(bank_name)
-    recs = []
-    for t in range(count.shape[0]):
-        if count[t] == 0:
-            recs.append(TileRec(t, 0, 0, 0, rec_flags=0, gain_q=0, offset_q=int(dc_q[t])))
-            continue
-        g = bank[int(gen[t, 0])]
-        extra = b"".join(_EXTRA.pack(int(gen[t, k]), _qv(bank[int(gen[t, k])], params[t, k]), int(seed[t, k]),
-                                     int(coef[t, k])) for k in range(1, int(count[t])))
-        recs.append(TileRec(t, g.id, _qv(g, params[t, 0]), int(seed[t, 0]), rec_flags=1,
-                            payload_fmt=1 if extra else 0, payload=extra, gain_q=int(coef[t, 0]),
-                            offset_q=int(dc_q[t])))
-    return recs
-
-
-def _records_to_symbols(recs: list[TileRec], bank: str = "standard"):
-    N = len(recs)
-    atoms = []
-    dc_q = np.zeros(N, np.int64)
-    for t, r in enumerate(recs):
-        if r.tile_id != t:
-            raise ValueError(f"records must be in tile order: record {t} has tile_id {r.tile_id}")
-        dc_q[t] = r.offset_q
-        if r.gen_id == 0:
-            atoms.append([])
-            continue
-        if r.payload_fmt not in (0, 1) or len(r.payload) % _EXTRA.size:
-            raise ValueError(f"record {t}: unknown payload format {r.payload_fmt}")
-        row = [(r.gen_id, r.qv_id, r.seed, r.gain_q)]
-        row += [_EXTRA.unpack_from(r.payload, o) for o in range(0, len(r.payload), _EXTRA.size)]
-        atoms.append(row)
-    K = max(1, max(len(a) for a in atoms) if atoms else 1)
-    count = np.asarray([len(a) for a in atoms], np.int64)
-    gen = np.zeros((N, K), np.int64)
-    params = np.zeros((N, K, gens.MAX_PARAMS), np.int64)
-    seed = np.zeros((N, K), np.int64)
-    coef = np.zeros((N, K), np.int64)
-    for t, row in enumerate(atoms):
-        for k, (g_id, qv, sd, gq) in enumerate(row):
-            g = gens.get_generator(int(g_id), bank)
-            gen[t, k], params[t, k], seed[t, k], coef[t, k] = g.id, _unqv(g, int(qv), t), sd, gq
-    return count, gen, params, seed, coef, dc_q
 
 
 def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None) -> StreamHeader:
@@ -277,16 +128,6 @@ def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tu
     return pack_stream(h, payloads), {k: round(v, 1) for k, v in sorted(bits.items())}
 
 
-def _class_bits(model: SymbolModel, a, atid, b, btid) -> dict:
-    """Ideal bits per symbol class (``-log2 p`` of the coded symbols)."""
-    out: Counter = Counter()
-    for sym, tid in ((a, atid), (b, btid)):
-        for k in np.unique(tid):
-            sel = tid == k
-            out[model.class_of(int(k))] += float(model.tables[int(k)].bits()[sym[sel]].sum())
-    return {k: round(v, 1) for k, v in sorted(out.items())}
-
-
 def write_bitstream(header: StreamHeader, records: list[TileRec], path=None) -> bytes:
     """Records + header -> v15 bytes of a grayscale stream (written atomically to ``path`` when given)."""
     if header.layout != "Y":
@@ -297,56 +138,6 @@ def write_bitstream(header: StreamHeader, records: list[TileRec], path=None) -> 
     if path is not None:
         atomic_write_bytes(path, data)
     return data
-
-
-def _parse_plane(model: SymbolModel, h: StreamHeader, shape, n_a, A, n_b, B) -> PlaneSymbols:
-    ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
-    N = ny * nx
-    if n_a > N * (1 + MAX_ATOMS):
-        raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
-    check_symbol_count(len(A), model.a_tables(), n_a)
-    check_symbol_count(len(B), model.b_tables(), n_b)
-    count, gens_flat = model.decode_a(A, n_a, ny, nx)
-    btid = model.b_table_ids(count, gens_flat)
-    if btid.shape[0] != n_b:
-        raise BitstreamError(f"stream claims {n_b} value symbols, its structure implies {btid.shape[0]}")
-    b = rans_decode(B, model.tables, n_b, btid)
-    gen, params, seed, coef, dc_q = model.join(count, gens_flat, b, ny, nx, gens.MAX_PARAMS)
-    dc_levels = int(round(1.0 / h.dc_step)) + 1
-    if dc_q.size and (dc_q.min() < 0 or dc_q.max() >= dc_levels):
-        raise BitstreamError("decoded DC values out of range (corrupt stream)")
-    return PlaneSymbols(count, gen, params, seed, coef, dc_q)
-
-
-def _parse(data: bytes) -> tuple[StreamHeader, list[PlaneSymbols], list[np.ndarray]]:
-    """Bytes -> (header, every plane's symbols, every plane's loop filter taps), all checked before
-    anything is rendered."""
-    h, payloads = unpack_stream(data)
-    filters = _plane_filters(h)
-    model = symbol_model(h.table_id, stream_bank(h))
-    planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(plane_shapes(h.layout, h.H, h.W), payloads)]
-    return h, planes, filters
-
-
-def read_bitstream(data_or_path) -> tuple[StreamHeader, list[TileRec]]:
-    """Parse a v15 stream (bytes or a file path) -> (header, one :class:`TileRec` per tile)."""
-    data = _read_bytes(data_or_path)
-    h, planes, _ = _parse(data)
-    if h.layout != "Y":
-        raise BitstreamError("read_bitstream reads grayscale streams; a colour stream holds three planes "
-                             "(use pc.decode, pc.decode_y for its luma, or the CLI's info)")
-    return h, _symbols_to_records(*planes[0], stream_bank(h))
-
-
-def _read_bytes(data_or_path) -> bytes:
-    if isinstance(data_or_path, (bytes, bytearray, memoryview)):
-        return bytes(data_or_path)
-    if isinstance(data_or_path, (str, Path)):
-        try:
-            return Path(data_or_path).read_bytes()
-        except OSError as e:
-            raise BitstreamError(f"cannot read {data_or_path}: {e.strerror}") from None
-    raise BitstreamError(f"expected bytes or a path, got {type(data_or_path).__name__}")
 
 
 RATE_TOLERANCE = 0.03
@@ -498,7 +289,7 @@ def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: s
     if not cfg.loop_filter:
         return h0, [NO_FILTER] * len(planes), pre
     lams = [cfg.lambda_rd] + [cfg.lambda_rd * cfg.chroma_lambda] * (len(planes) - 1)
-    filters = [fit_loop_filter(x, np.asarray(jax.device_get(y)), cfg.tile, cfg.overlap, lam, cfg.alpha_mix)
+    filters = [fit_loop_filter(x, y, cfg.tile, cfg.overlap, lam, cfg.alpha_mix)
                for x, y, lam in zip(originals, pre, lams)]
     return _header(cfg, H, W, layout, filters), filters, pre
 
@@ -544,66 +335,3 @@ def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
     return _finish(cfg, originals, planes, H, W, "YCbCr420", search_s, tiles, t0)
 
 
-def _run_on(device, fn):
-    if device is None:
-        return fn()
-    with jax.default_device(device):
-        return fn()
-
-
-def decode(bitstream, device=None) -> np.ndarray:
-    """Decode a v15 stream -> float32 ``[H, W, 3]`` RGB in [0, 1] (a grayscale stream gives equal channels).
-
-    Raises:
-      BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
-    """
-    img = decode_native(bitstream, device)
-    return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
-
-
-def decode_native(bitstream, device=None) -> np.ndarray:
-    """Decode a v15 stream to its own layout: float32 ``[H, W]`` (grayscale) or ``[H, W, 3]`` RGB."""
-    h, planes, filters = _parse(_read_bytes(bitstream))
-    return _run_on(device, lambda: _reconstruct_all(h, planes, filters))
-
-
-def decode_y(bitstream, device=None) -> np.ndarray:
-    """Decode a v15 stream -> float32 ``[H, W]`` in [0, 1] (the luma plane of a colour stream).
-
-    Args:
-      bitstream: bytes, or a path to a ``.pc15`` file.
-      device: optional ``jax.Device`` to run on (default: JAX's default device).
-
-    Raises:
-      BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
-    """
-    h, planes, filters = _parse(_read_bytes(bitstream))
-    return _run_on(device, lambda: np.asarray(jax.device_get(_decoded_plane(h, planes[0], (h.H, h.W), filters[0]))))
-
-
-def stream_info(bitstream) -> dict:
-    """Header fields, tile grids, generator histogram and ideal bits per symbol class of a stream."""
-    data = _read_bytes(bitstream)
-    h, planes, filters = _parse(data)
-    model = symbol_model(h.table_id, stream_bank(h))
-    hist: Counter = Counter()
-    bits: Counter = Counter()
-    per_plane = []
-    for name, sym, shape in zip(("Y", "Cb", "Cr"), planes, plane_shapes(h.layout, h.H, h.W)):
-        ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
-        a, atid, b, btid = model.split(*sym, ny, nx)
-        bits.update(_class_bits(model, a, atid, b, btid))
-        live = np.arange(sym.gen.shape[1])[None, :] < sym.count[:, None]
-        hist.update(gens.get_generator(int(g)).name for g in sym.gen[live])
-        hist["FLAT"] += int((sym.count == 0).sum())
-        per_plane.append({"plane": name, "shape": list(shape), "grid": [ny, nx], "atoms": int(sym.count.sum())})
-    return {
-        "version": h.version, "layout": h.layout, "width": h.W, "height": h.H, "tile": h.tile,
-        "overlap": h.overlap, "window": h.window, "window_param": h.window_param, "seed": h.seed,
-        "gain_step": h.gain_step, "dc_step": h.dc_step, "table_id": h.table_id, "meta": h.meta,
-        "tools": list(h.tool_names), "loop_filter_classes": [int(t.shape[0]) for t in filters],
-        "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W),
-        "tiles": int(sum(p["grid"][0] * p["grid"][1] for p in per_plane)), "grid": per_plane[0]["grid"],
-        "planes": per_plane, "atoms": int(sum(p["atoms"] for p in per_plane)),
-        "generators": dict(hist.most_common()), "bits_by_class": {k: round(v, 1) for k, v in sorted(bits.items())},
-    }

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from ..bitstream.models import DEFAULT_TABLE_ID
-from . import generators as gens
+from . import genspec as gens
 from .checks import finite as _finite
 from .checks import integer as _int
 from .hooks import AiHooks, HeuristicHooks
-from .tiling import WINDOWS, TileGridCfg, _resolve_window
+from .tilegrid import WINDOWS, TileGridCfg, resolve_window
 
 __all__ = ["CodecConfig", "SEARCH_MODES", "resolve_config"]
 
@@ -108,7 +108,7 @@ class CodecConfig:
         # float32 values: the stream stores them so, and the encoder must blend with what the decoder reads
         wp = tuple(sorted((k, float(np.float32(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                           for k, v in dict(wp).items())) if wp else ()
-        _resolve_window(self.window, dict(wp), self.tile, self.overlap)
+        resolve_window(self.window, dict(wp), self.tile, self.overlap)
         object.__setattr__(self, "window_params", wp)
         if self.search not in SEARCH_MODES:
             raise ValueError(f"search must be one of {SEARCH_MODES}, got {self.search!r}")

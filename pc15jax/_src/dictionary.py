@@ -13,23 +13,22 @@ Data contract:
   * Index <-> symbols: atoms of generator ``g`` occupy ``offset[g] : offset[g] + grid_size``,
     in C order over ``gen.grid_shape`` (parameter levels, then seeds).
 
-Everything is built once per (tile, overlap, gamma, power, seed) and cached.
+Everything is built once per (tile, overlap, gamma, power, seed) and cached, in memory and, with a
+cache folder, on disk (:mod:`.dictcache`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import dictcache
 from . import generators as gens
+from .dictcache import set_dictionary_cache
 from .tiling import seam_penalty_mask
 
 __all__ = ["Dictionary", "build_dictionary", "get_dictionary", "derive_seed", "set_dictionary_cache"]
@@ -80,24 +79,7 @@ class Dictionary:
 
     def atom_index(self, gen_id, param_idx, seed_sym) -> np.ndarray:
         """Symbols -> atom indices (int64). ``param_idx`` is ``[..., MAX_PARAMS]``."""
-        gen_id = np.asarray(gen_id, np.int64)
-        param_idx = np.asarray(param_idx, np.int64)
-        seed_sym = np.asarray(seed_sym, np.int64)
-        out = np.zeros(gen_id.shape, np.int64)
-        for g in gens.list_generators(self.bank):
-            sel = gen_id == g.id
-            if not np.any(sel):
-                continue
-            coords = [param_idx[..., i][sel] for i in range(len(g.params))]
-            if g.seeded:
-                coords.append(seed_sym[sel])
-            shape = g.grid_shape
-            for c, n in zip(coords, shape):
-                if np.any((c < 0) | (c >= n)):
-                    raise ValueError(f"symbol out of range for generator {g.name}")
-            local = np.ravel_multi_index(coords, shape) if shape else np.zeros(int(sel.sum()), np.int64)
-            out[sel] = self.offsets[g.id] + local
-        return out
+        return dictcache.atom_index(self.bank, gen_id, param_idx, seed_sym)
 
 
 def _grid_table(gen: gens.Generator):
@@ -202,65 +184,6 @@ def _normalise(raw, sw):
     return jnp.where(ok[:, None], a, 0.0), ok
 
 
-DISK_FORMAT = 1
-_disk_cache: list = [os.environ.get("PC15_DICT_CACHE") or None]  # folder, or None: in memory only
-
-
-def set_dictionary_cache(folder) -> None:
-    """Keep built dictionaries on disk in ``folder`` (None: in memory only, the library default;
-    the command line uses ``~/.cache/pc15jax/dictionaries``, ``PC15_DICT_CACHE`` overrides). A
-    file is keyed by everything that shapes the atoms: tile, overlap, the float32 seam
-    parameters, seed, every generator's grid, the source of the generators and of this module,
-    the JAX version and backend. A file that does not match is rebuilt, never trusted."""
-    _disk_cache[0] = None if folder is None else str(folder)
-
-
-def _disk_key(tile, overlap, gamma, power, seed, bank="standard") -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([DISK_FORMAT, jax.__version__, jax.default_backend(), tile, overlap, gamma, power, seed])
-             .encode())
-    if bank != "standard":  # the standard bank keeps the key its cached files were written under
-        h.update(f"bank:{bank}".encode())
-    for src in (gens.__file__, __file__):
-        h.update(Path(src).read_bytes())
-    for g in gens.list_generators(bank):
-        lvl, vals, seeds = _grid_table(g)
-        h.update(f"{g.id}:{g.name}:{g.seeded}".encode())
-        h.update(vals.tobytes())
-        h.update(np.asarray(seeds, np.int64).tobytes())
-    return h.hexdigest()[:32]
-
-
-_FIELDS = ("atoms", "sw", "searchable", "gen_id", "param_idx", "seed_sym", "offsets", "coarse", "neighbours")
-
-
-def _load(path: Path, tile: int, bank: str = "standard"):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrs = {k: np.asarray(z[k]) for k in _FIELDS}
-            digest = str(z["digest"])
-    except Exception:  # truncated (BadZipFile), missing fields, unreadable: rebuild
-        return None
-    if hashlib.sha256(arrs["atoms"].tobytes()).hexdigest() != digest or arrs["atoms"].shape[1] != tile * tile:
-        return None
-    return Dictionary(tile=tile, atoms=jnp.asarray(arrs["atoms"]), sw=jnp.asarray(arrs["sw"]),
-                      **{k: arrs[k] for k in _FIELDS[2:]}, bank=bank)
-
-
-def _save(path: Path, d: "Dictionary") -> None:
-    import io
-
-    from shared_runtime import atomic_write_bytes
-
-    arrs = {k: np.asarray(getattr(d, k)) for k in _FIELDS}
-    buf = io.BytesIO()
-    np.savez(buf, digest=hashlib.sha256(arrs["atoms"].tobytes()).hexdigest(), **arrs)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError:  # a read-only cache folder: build every time, as without a cache
-        pass
-
-
 def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int,
                      bank: str = "standard") -> Dictionary:
     """Render and normalise every atom of the bank for square tiles of ``tile`` pixels.
@@ -284,23 +207,21 @@ def build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: 
 @functools.lru_cache(maxsize=8)
 def _cached_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int,
                        bank: str = "standard") -> Dictionary:
-    folder = _disk_cache[0]
-    if folder is None:
-        return _build_dictionary(tile, overlap, gamma, power, seed, bank)
-    name = "dict" if bank == "standard" else f"dict_{bank}"
-    path = Path(folder) / f"{name}_{tile}_{overlap}_{_disk_key(tile, overlap, gamma, power, seed, bank)}.npz"
-    d = _load(path, tile, bank) if path.exists() else None
-    if d is None:
-        d = _build_dictionary(tile, overlap, gamma, power, seed, bank)
-        _save(path, d)
-    return d
+    path = dictcache.cache_path(tile, overlap, gamma, power, seed, bank)
+    arrs = dictcache.load_arrays(path, tile)
+    if arrs is None:
+        with jax.default_device(jax.devices("cpu")[0]):  # the same atoms on every backend
+            d = _build_dictionary(tile, overlap, gamma, power, seed, bank)
+        arrs = {k: np.asarray(getattr(d, k)) for k in dictcache.FIELDS}
+        dictcache.save_arrays(path, arrs)
+    return Dictionary(tile=tile, atoms=jnp.asarray(arrs["atoms"]), sw=jnp.asarray(arrs["sw"]),
+                      **{k: arrs[k] for k in dictcache.FIELDS[2:]}, bank=bank)
 
 
 def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed: int,
                       bank_name: str = "standard") -> Dictionary:
     bank = gens.list_generators(bank_name)
-    sizes = np.asarray([g.grid_size for g in bank], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    offsets = dictcache.bank_offsets(bank_name)
     m = seam_penalty_mask(tile, overlap, power)
     sw = jnp.asarray(np.sqrt(1.0 + gamma * m.astype(np.float64)).astype(np.float32).reshape(-1))
     raws, gid, pidx, ssym = [], [], [], []

@@ -17,21 +17,18 @@ to ``STEP`` (int8), and keeps a class's filter only where it lowers the search's
 ``w dSSE - lambda * bits`` (``w`` the plane's mean SSIM/MSE weight of a pixel, as the search
 weighs distortion); then it picks one or three classes, or none, the same way. The stream's tools block holds, per plane,
 ``u8 classes`` (0 = off, 1 or 3) and ``classes * 12`` int8 taps. Decoder and encoder apply it
-through :func:`apply_loop_filter`, one jitted program, so the encoder's reconstruction is the
-decoder's output bit for bit.
+through :func:`apply_loop_filter`, one host function in float32, so the encoder's reconstruction
+is the decoder's output bit for bit. The module imports no JAX.
 """
 
 from __future__ import annotations
 
 import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..bitstream.errors import BitstreamError
-from .metrics import K2
-from .tiling import tile_starts
+from .tilegrid import tile_starts
 
 __all__ = ["OFFSETS", "STEP", "CLASS_CHOICES", "NO_FILTER", "pixel_classes", "apply_loop_filter", "fit_loop_filter",
            "pack_filters", "unpack_filters", "filter_plane"]
@@ -69,18 +66,21 @@ def pixel_classes(H: int, W: int, tile: int, overlap: int, n_classes: int) -> np
     return np.minimum(axis(H)[:, None], axis(W)[None, :])
 
 
-@jax.jit
-def apply_loop_filter(img, classes, taps_q):
-    """Filter a plane: float32 ``[H, W]``, int32 classes ``[H, W]``, int32 taps ``[C, 12]`` -> float32 ``[H, W]``."""
+def apply_loop_filter(img, classes, taps_q) -> np.ndarray:
+    """Filter a plane: float32 ``[H, W]``, int32 classes ``[H, W]``, int32 taps ``[C, 12]`` -> float32
+    ``[H, W]`` (host NumPy, float32 sums in a fixed order: the same on every machine and run)."""
+    img = np.asarray(img, np.float32)
     H, W = img.shape
     R = RADIUS
-    p = jnp.pad(img, R, mode="edge")
-    w = taps_q.astype(jnp.float32) * jnp.float32(STEP)
+    p = np.pad(img, R, mode="edge")
+    w = np.asarray(taps_q).astype(np.float32) * np.float32(STEP)
+    classes = np.asarray(classes)
     out = img
-    for k, (dy, dx) in enumerate(OFFSETS):  # a fixed order of float32 sums: the same on every run
-        d = p[R + dy:R + dy + H, R + dx:R + dx + W] + p[R - dy:R - dy + H, R - dx:R - dx + W] - 2.0 * img
+    two = np.float32(2.0)
+    for k, (dy, dx) in enumerate(OFFSETS):
+        d = p[R + dy:R + dy + H, R + dx:R + dx + W] + p[R - dy:R - dy + H, R - dx:R - dx + W] - two * img
         out = out + w[classes, k] * d
-    return jnp.clip(out, 0.0, 1.0)
+    return np.clip(out, np.float32(0.0), np.float32(1.0))
 
 
 def _differences(y: np.ndarray) -> np.ndarray:
@@ -98,6 +98,8 @@ def _pixel_weights(x: np.ndarray, tile: int, alpha: float) -> np.ndarray:
     x = np.asarray(x, np.float64)
     m = box_mean(x, tile)
     var = np.maximum(box_mean(x * x, tile) - m * m, 0.0)
+    from .metrics import K2
+
     return alpha / (2.0 * var + K2 * K2) + (1.0 - alpha)
 
 
@@ -194,14 +196,16 @@ def unpack_filters(data: bytes, n_planes: int) -> list[np.ndarray]:
 
 
 @functools.lru_cache(maxsize=16)
-def _classes_on_device(H: int, W: int, tile: int, overlap: int, n: int) -> jax.Array:
-    return jnp.asarray(pixel_classes(H, W, tile, overlap, n))
+def _classes(H: int, W: int, tile: int, overlap: int, n: int) -> np.ndarray:
+    c = pixel_classes(H, W, tile, overlap, n)
+    c.setflags(write=False)
+    return c
 
 
-def filter_plane(y: jax.Array, taps: np.ndarray, tile: int, overlap: int) -> jax.Array:
-    """A decoded plane through its signalled filter (unchanged when the plane has none)."""
+def filter_plane(y, taps: np.ndarray, tile: int, overlap: int) -> np.ndarray:
+    """A decoded plane (float32 ``[H, W]``) through its signalled filter (unchanged when the plane has none)."""
+    y = np.asarray(y, np.float32)
     if taps.shape[0] == 0:
         return y
     H, W = y.shape
-    return apply_loop_filter(y, _classes_on_device(H, W, tile, overlap, taps.shape[0]),
-                             jnp.asarray(taps, jnp.int32))
+    return apply_loop_filter(y, _classes(H, W, tile, overlap, taps.shape[0]), taps)
