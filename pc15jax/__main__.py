@@ -33,11 +33,9 @@ def _cache_root() -> str:
 
 def _enable_dictionary_cache() -> None:
     """The on-disk dictionary cache (``PC15_DICT_CACHE``; default ``~/.cache/pc15jax/dictionaries``)."""
-    import os
+    from pc15jax._src.dictcache import default_cache_folder, set_dictionary_cache
 
-    from pc15jax._src.dictcache import set_dictionary_cache
-
-    set_dictionary_cache(os.environ.get("PC15_DICT_CACHE") or os.path.join(_cache_root(), "dictionaries"))
+    set_dictionary_cache(default_cache_folder())
 
 
 def _enable_compilation_cache() -> None:

@@ -12,7 +12,9 @@ ladder's geometry, as the command line does. Grayscale images (modes ``1``, ``L`
 are coded as luma, everything else as colour (YCbCr 4:2:0); an alpha channel is not coded: a
 warning says so. Opening reads only the header (size, mode); the pixels are decoded on
 ``load()`` and are what :func:`pc15jax.decode` gives, rounded to 8 bits. A corrupt stream raises
-``OSError`` from ``load()`` with the decoder's message.
+``OSError`` from ``load()`` with the decoder's message. Decoding runs on the host and, with the
+dictionary in the disk cache the command line also uses (``~/.cache/pc15jax/dictionaries``, unless
+``set_dictionary_cache`` chose another folder), imports no JAX.
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ class _PC15Decoder(ImageFile.PyDecoder):
     _pulls_fd = True
 
     def decode(self, buffer):
-        from ._src.codec import decode_native
+        from ._src.dictcache import use_default_cache_unless_set
+        from ._src.decoder import decode_native
 
+        use_default_cache_unless_set()
         self.fd.seek(0)
         data = self.fd.read()
         try:
@@ -94,8 +98,10 @@ _PILLOW_KEYS = {"format", "append_images", "save_all", "bitmap_format", "optimiz
 def _save(im: Image.Image, fp, filename) -> None:
     import pc15jax as pc
 
+    from ._src.dictcache import use_default_cache_unless_set
     from ._src.pilio import coding_mode, has_alpha
 
+    use_default_cache_unless_set()
     cfg = _config(im)
     if has_alpha(im):
         warnings.warn("PC15 codes colour or grey only: the alpha channel is not saved", stacklevel=3)

@@ -56,12 +56,19 @@ def peak_rss_mb() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / 2 ** 20
 
 
-def _release() -> None:
+RELEASE_MIN_BYTES = 256 * 2 ** 20  # below this a build's temporaries are too small to be worth a collection
+
+
+def _release(data_bytes: float) -> None:
     """Hand freed memory back to the system between stages (glibc keeps freed heap pages
-    resident otherwise: a stage's temporaries would add to the next stage's peak)."""
+    resident otherwise: a stage's temporaries would add to the next stage's peak). A build whose
+    frames and canvas hold less than :data:`RELEASE_MIN_BYTES` skips it (a full collection costs
+    0.15 s, more than the small demo's stages)."""
     import ctypes
     import gc
 
+    if data_bytes < RELEASE_MIN_BYTES:
+        return
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
@@ -128,6 +135,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
     grid = make_grid(frames, tile_size_factor=cfg.tile_size_factor, overlap=cfg.overlap)
     timer.add("grid", time.perf_counter() - t0)
     H, W = grid.shape
+    data_bytes = 4.0 * (C + 1) * (H * W + sum(f.shape[0] * f.shape[1] for f in frames))
     budget = batch_bytes(cfg, H * W * (C + 1) * 4.0, len(jax.local_devices()))
     log.info("[GRID] canvas %s, %d tiles of %d px (stride %d), %d frames; batches of %.0f MiB", grid.shape,
              len(grid.tiles), grid.tile_size, grid.stride, len(frames), budget / 2 ** 20)
@@ -137,7 +145,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
     try:
         # ---- frames: reproject once, then one gain + sky per frame ------------------------------
         windows, noise = reproject_frames(frames, grid, cfg, work, timer, cluster, progress)
-        _release()
+        _release(data_bytes)
         if not windows:
             raise MosaicInputError("no frame has data on the grid")
         t0 = time.perf_counter()
@@ -166,7 +174,7 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
         gains, offsets, ref = solve_tiles(grid, work, ids, pairs, pg, po, cnt, cfg, C)
         before, after = pair_differences(pairs, samples, gains, offsets)
         timer.add("photometry", time.perf_counter() - t0)
-        _release()
+        _release(data_bytes)
         # ---- canvas ------------------------------------------------------------------------------
         t0 = time.perf_counter()
         mosaic, weight = assemble_canvas(grid, work, ids, gains, offsets, C, batch_bytes=budget)

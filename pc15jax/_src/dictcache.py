@@ -24,7 +24,8 @@ import numpy as np
 
 from . import genspec
 
-__all__ = ["DISK_FORMAT", "FIELDS", "set_dictionary_cache", "cache_folder", "cache_path", "load_arrays",
+__all__ = ["DISK_FORMAT", "FIELDS", "set_dictionary_cache", "cache_folder", "default_cache_folder",
+           "use_default_cache_unless_set", "cache_path", "load_arrays",
            "save_arrays", "bank_offsets", "atom_index"]
 
 DISK_FORMAT = 2  # 2: atoms rendered on the CPU, key without a backend
@@ -41,6 +42,19 @@ def set_dictionary_cache(folder) -> None:
 
 def cache_folder() -> str | None:
     return _folder[0]
+
+
+def default_cache_folder() -> str:
+    """The applications' cache folder (the command line's, the Pillow plugin's): ``PC15_DICT_CACHE``,
+    else ``$XDG_CACHE_HOME/pc15jax/dictionaries`` (``~/.cache/pc15jax/dictionaries``)."""
+    return os.environ.get("PC15_DICT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pc15jax", "dictionaries")
+
+
+def use_default_cache_unless_set() -> None:
+    """For applications: the default cache folder, unless the library user chose one already."""
+    if _folder[0] is None:
+        _folder[0] = default_cache_folder()
 
 
 @functools.lru_cache(maxsize=1)
