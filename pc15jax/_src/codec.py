@@ -69,7 +69,7 @@ def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     dc = model.bits("dc")
     p_dc = np.exp2(-dc)
     dc_bits = np.full((cfg.dc_levels,), float(np.sum(p_dc * dc) / np.sum(p_dc)))
-    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))  # noqa: E731  (cast on the host: no device programs)
     return RateModel(f32(model.bits("count")), f32(model.context_bits("count")), f32(gen_bits), f32(param_bits),
                      f32(seed_bits), f32(coef), f32(dc_bits))
 
@@ -322,10 +322,11 @@ def _encode_gray(x: np.ndarray, cfg: CodecConfig) -> dict:
 def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
     H, W = rgb.shape[:2]
-    ycc = rgb_to_ycbcr(jnp.asarray(rgb))
+    ycc = np.asarray(rgb_to_ycbcr(jnp.asarray(rgb)))  # planes sliced on the host: no slicing programs
     planes, originals, search_s, tiles = [], [], 0.0, 0
     chroma = cfg.replace(lambda_rd=cfg.lambda_rd * cfg.chroma_lambda)
-    for plane, c in ((ycc[..., 0], cfg), (subsample_420(ycc[..., 1]), chroma), (subsample_420(ycc[..., 2]), chroma)):
+    for plane, c in ((ycc[..., 0], cfg), (subsample_420(np.ascontiguousarray(ycc[..., 1])), chroma),
+                     (subsample_420(np.ascontiguousarray(ycc[..., 2])), chroma)):
         x = np.clip(np.asarray(plane), 0.0, 1.0)
         sym, s_, n_ = _search_plane(x, c)
         planes.append(sym)

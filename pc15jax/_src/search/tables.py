@@ -95,7 +95,7 @@ def make_tables(dic: Dictionary, rate: RateModel, cfg: CodecConfig) -> SearchTab
         ga, va = jax.jit(atom_ssim_tables, static_argnums=2)(dic.atoms, dic.sw, dic.tile)
     return SearchTables(
         atoms=dic.atoms,
-        coarse_atoms=dic.atoms[jnp.asarray(coarse)],
+        coarse_atoms=jnp.asarray(np.asarray(dic.atoms)[coarse]),  # gathered on the host: no program to compile
         sw=dic.sw,
         static_bits=atom_static_bits(rate, dic.gen_id, dic.param_idx, dic.seed_sym),
         atom_gen=jnp.asarray(dic.gen_id, jnp.int32),
