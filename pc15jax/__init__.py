@@ -14,6 +14,7 @@ import importlib
 
 from pc15jax.bitstream import BitstreamError, RansTable, build_rans_tables, rans_decode, rans_encode
 from pc15jax.bitstream.container import StreamHeader, TileRec
+
 # The package imports only what its host side needs; every other name loads its module (and JAX)
 # on first use, so that ``python -m pc15jax decode`` and ``import pc15jax.bitstream`` start fast.
 _LAZY = {
