@@ -34,6 +34,7 @@ file always gives the same tables.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -96,9 +97,9 @@ class GenLayout:
     levels: tuple[int, ...]
     n_seeds: int
 
-    @property
+    @functools.cached_property
     def searched(self) -> tuple[int, ...]:
-        """Positions of the parameters that are coded (more than one level)."""
+        """Positions of the parameters that are coded (more than one level; computed once)."""
         return tuple(i for i, n in enumerate(self.levels) if n > 1)
 
 
@@ -321,17 +322,18 @@ class SymbolModel:
         tid = []
         gl = gens.tolist()
         pos = 0
+        per_gen = [[self.index[f"param:{g.id}:{i}"] for i in g.searched]
+                   + ([self.index[f"seed:{g.id}"]] if g.n_seeds > 1 else []) for g in self.layout]
+        coef_tids = [int(self.coef_tid[coef_context(k)]) for k in range(max(count.tolist(), default=0))]
+        G = len(self.layout)
         for n in count.tolist():
             for k in range(n):
                 g_id = gl[pos]
                 pos += 1
-                if not 0 < g_id < len(self.layout):
+                if not 0 < g_id < G:
                     raise BitstreamError(f"invalid generator id {g_id} in stream")
-                g = self.layout[g_id]
-                tid.extend(self.index[f"param:{g.id}:{i}"] for i in g.searched)
-                if g.n_seeds > 1:
-                    tid.append(self.index[f"seed:{g.id}"])
-                tid.append(int(self.coef_tid[coef_context(k)]))
+                tid.extend(per_gen[g_id])
+                tid.append(coef_tids[k])
         if pos != len(gl):
             raise BitstreamError("atom counts do not match the number of generator symbols")
         tid.extend([self.index["dc"]] * int(count.shape[0]))

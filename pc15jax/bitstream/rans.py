@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -56,6 +57,12 @@ class RansTable:
     def bits(self) -> np.ndarray:
         """Cost of every symbol in bits, float64 ``[n]``."""
         return self.precision - np.log2(self.freq.astype(np.float64))
+
+    @functools.cached_property
+    def lists(self) -> tuple[list, list, list]:
+        """``(lut, freq, cdf)`` as Python lists for the symbol-by-symbol decoders, made once per
+        table and only for the tables a stream uses."""
+        return self.lut.tolist(), self.freq.tolist(), self.cdf.tolist()
 
 
 def build_rans_tables(symbols_or_counts, precision: int = 14, *, alphabet: int | None = None,
@@ -272,9 +279,9 @@ def _decode_scalar(buf, tables, tid, prec, n) -> np.ndarray:
         raise BitstreamError("rANS payload is corrupt (invalid final state)")
     pos, nw = 2, len(words)
     mask = (1 << prec) - 1
-    luts = [t.lut.tolist() for t in tables]
-    freqs = [t.freq.tolist() for t in tables]
-    cdfs = [t.cdf.tolist() for t in tables]
+    luts, freqs, cdfs = [None] * len(tables), [None] * len(tables), [None] * len(tables)
+    for k in set(tid.tolist()):
+        luts[k], freqs[k], cdfs[k] = tables[k].lists
     out = [0] * n
     for i, k in enumerate(tid.tolist()):
         slot = x & mask
@@ -380,7 +387,7 @@ class RansDecoder:
         if hit is None or hit[0] is not table:
             if table.precision != self._prec:
                 raise ValueError(f"table precision {table.precision} differs from the decoder's {self._prec}")
-            hit = (table, table.lut.tolist(), table.freq.tolist(), table.cdf.tolist())
+            hit = (table, *table.lists)
             self._cache[key] = hit
         return hit
 
