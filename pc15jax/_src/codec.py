@@ -262,13 +262,13 @@ def encode(image, cfg: CodecConfig | None = None) -> dict:
     return _encode_rgb(x, cfg)
 
 
-def _search_plane(x, cfg: CodecConfig) -> tuple[PlaneSymbols, float, int]:
-    """RD search of one plane -> (symbols, search seconds, tiles)."""
+def _search_plane(x, cfg: CodecConfig, pad_to: int = 0) -> tuple[PlaneSymbols, float, int]:
+    """RD search of one plane -> (symbols, search seconds, tiles). ``pad_to``: see :func:`search_atoms`."""
     spec = tile_image(tuple(int(v) for v in x.shape), cfg.grid)
     tiles = extract_tiles(x, spec)
     t1 = time.perf_counter()
     res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg), grid=(spec.ny, spec.nx),
-                                             gen_prior=gen_prior(cfg.table_id)))
+                                             gen_prior=gen_prior(cfg.table_id), pad_to=pad_to))
     search_s = time.perf_counter() - t1
     return plane_symbols(res, cfg), search_s, spec.count
 
@@ -323,12 +323,13 @@ def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
     H, W = rgb.shape[:2]
     ycc = np.asarray(rgb_to_ycbcr(jnp.asarray(rgb)))  # planes sliced on the host: no slicing programs
-    planes, originals, search_s, tiles = [], [], 0.0, 0
+    planes, originals, search_s, tiles, luma_tiles = [], [], 0.0, 0, 0
     chroma = cfg.replace(lambda_rd=cfg.lambda_rd * cfg.chroma_lambda)
     for plane, c in ((ycc[..., 0], cfg), (subsample_420(np.ascontiguousarray(ycc[..., 1])), chroma),
                      (subsample_420(np.ascontiguousarray(ycc[..., 2])), chroma)):
         x = np.clip(np.asarray(plane), 0.0, 1.0)
-        sym, s_, n_ = _search_plane(x, c)
+        sym, s_, n_ = _search_plane(x, c, pad_to=luma_tiles)  # chroma padded to the luma's batch: one program
+        luma_tiles = luma_tiles or n_
         planes.append(sym)
         originals.append(x)
         search_s += s_

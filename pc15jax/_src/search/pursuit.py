@@ -146,10 +146,11 @@ first ``n_tiles`` (int32 scalar, traced) are real, up to ``max_atoms`` atoms per
 device -> :class:`PursuitState`. One program per (``Np``, ``spec``, ``max_atoms``, table shapes)."""
 
 
-def pad_tiles(tiles: jax.Array) -> jax.Array:
-    """Pad a tile batch with zero tiles to a multiple of ``TILE_BUCKET`` (at least one bucket)."""
+def pad_tiles(tiles: jax.Array, pad_to: int = 0) -> jax.Array:
+    """Pad a tile batch with zero tiles to a multiple of ``TILE_BUCKET`` (at least one bucket, and
+    at least ``pad_to`` tiles)."""
     N = tiles.shape[0]
-    Np = max(TILE_BUCKET, -(-N // TILE_BUCKET) * TILE_BUCKET)
+    Np = max(TILE_BUCKET, -(-max(N, int(pad_to)) // TILE_BUCKET) * TILE_BUCKET)
     if Np == N:
         return tiles
     return jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)], axis=0)
@@ -204,7 +205,8 @@ class AtomsResult(NamedTuple):
 
 
 def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
-                 grid: tuple[int, int] | None = None, *, hooks="config", gen_prior=None) -> AtomsResult:
+                 grid: tuple[int, int] | None = None, *, hooks="config", gen_prior=None,
+                 pad_to: int = 0) -> AtomsResult:
     """Several atoms per tile: greedy matching pursuit with an RD stopping rule.
 
     Stage 1 chooses the DC and the first atom (:func:`search_tiles`); every later stage searches
@@ -220,7 +222,9 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
     ``hooks`` (``"config"``, the default: ``cfg.ai``; ``None``: the exhaustive search; or a preset
     name such as ``"m1"``) narrows every stage's candidates (see :mod:`pc15jax._src.hooks`);
     ``gen_prior`` [G] is the log-prior of the generators that :class:`~pc15jax.HeuristicHooks`
-    uses to break ties (default: flat).
+    uses to break ties (default: flat). ``pad_to``: pad the batch to at least this many tiles, so that
+    batches of different sizes (an image's luma and chroma planes) share one compiled program; the
+    padding tiles are empty and skip the search.
 
     Example:
       >>> import numpy as np, pc15jax as pc
@@ -234,7 +238,7 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
     N = tiles.shape[0]
     if grid is not None and grid[0] * grid[1] != N:
         raise ValueError(f"grid {grid} does not hold {N} tiles")
-    tiles = pad_tiles(tiles)
+    tiles = pad_tiles(tiles, pad_to)
     if isinstance(hooks, str):  # "config": the config's hooks; else a preset name ("none", "m1", ...)
         hooks = cfg.ai if hooks == "config" else _hooks.hooks_from_name(hooks)
     layout = generator_layout(cfg)
