@@ -74,7 +74,7 @@ class PlaneSymbols(NamedTuple):
 def _host_atoms(tile: int, overlap: int, gamma: float, power: float, seed: int, bank: str):
     """(atoms float32 ``[A, T*T]``, sw float32 ``[T*T]``) as numpy, read-only: from the disk cache when
     it holds them (no JAX), else built by :mod:`.dictionary` (which fills the cache)."""
-    arrs = dictcache.load_arrays(dictcache.cache_path(tile, overlap, gamma, power, seed, bank), tile)
+    arrs = dictcache.load_arrays(dictcache.cache_path(tile, overlap, gamma, power, seed, bank), tile, ("atoms", "sw"))
     if arrs is None:
         from .dictionary import get_dictionary
 

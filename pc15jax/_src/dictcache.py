@@ -89,13 +89,15 @@ def cache_path(tile: int, overlap: int, gamma: float, power: float, seed: int, b
     return Path(folder) / f"{name}_{tile}_{overlap}_{disk_key(tile, overlap, gamma, power, seed, bank)}.npz"
 
 
-def load_arrays(path: Path | None, tile: int) -> dict | None:
-    """The arrays of a cache file (numpy, :data:`FIELDS`), or None when absent or not trustworthy."""
+def load_arrays(path: Path | None, tile: int, fields=FIELDS) -> dict | None:
+    """The arrays ``fields`` (default all of :data:`FIELDS`; ``atoms`` always) of a cache file, as
+    numpy, or None when absent or not trustworthy. Only the named arrays are read."""
     if path is None or not path.exists():
         return None
+    fields = tuple(dict.fromkeys(("atoms",) + tuple(fields)))
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrs = {k: np.asarray(z[k]) for k in FIELDS}
+            arrs = {k: np.asarray(z[k]) for k in fields}
             digest = str(z["digest"])
     except Exception:  # truncated (BadZipFile), missing fields, unreadable: rebuild
         return None
