@@ -25,12 +25,6 @@ import numpy as np
 COMMANDS = ("demo", "encode", "decode", "info")
 
 
-def _cache_root() -> str:
-    import os
-
-    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pc15jax")
-
-
 def _enable_dictionary_cache() -> None:
     """The on-disk dictionary cache (``PC15_DICT_CACHE``; default ``~/.cache/pc15jax/dictionaries``)."""
     from pc15jax._src.dictcache import default_cache_folder, set_dictionary_cache
@@ -52,8 +46,9 @@ def _defer_compilation_cache() -> None:
     same compilation cache, through the environment variables JAX reads when it is imported."""
     import os
 
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get("PC15_CACHE_DIR") or os.path.join(_cache_root(),
-                                                                                                      "jax"))
+    from shared_runtime import user_cache_dir
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", user_cache_dir("PC15_CACHE_DIR", "pc15jax", "jax"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     _enable_dictionary_cache()
 

@@ -3,6 +3,8 @@
 * :func:`atomic_write` / :func:`atomic_write_bytes`: files written through a temporary file in the
   target folder and renamed over it, so an output is never half-written and a failed write leaves
   the old file as it was.
+* :func:`user_cache_dir`: a tool's cache folder (an environment variable, else under
+  ``$XDG_CACHE_HOME``).
 * :func:`enable_compilation_cache`: JAX's persistent compilation cache for a command-line tool.
 * :func:`join_processes`: ``jax.distributed.initialize`` for ``--coordinator HOST:PORT
   --num-processes N --process-id I``, with checked arguments and one-line errors.
@@ -15,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "enable_compilation_cache", "join_processes"]
+__all__ = ["atomic_write", "atomic_write_bytes", "user_cache_dir", "enable_compilation_cache", "join_processes"]
 
 
 def atomic_write(path, write: Callable[[str], object]) -> None:
@@ -45,14 +47,20 @@ def atomic_write_bytes(path, data: bytes) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def user_cache_dir(env_var: str, app: str, name: str) -> str:
+    """``$env_var`` when set and not empty, else ``$XDG_CACHE_HOME/<app>/<name>``
+    (``~/.cache/<app>/<name>``). Nothing is created."""
+    return os.environ.get(env_var) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), app, name)
+
+
 def enable_compilation_cache(env_var: str, app: str) -> None:
     """Turn on JAX's persistent compilation cache in ``$env_var``, by default
     ``$XDG_CACHE_HOME/<app>/jax`` (``~/.cache/<app>/jax``), so later runs skip most compiling.
     A folder that cannot be created (read-only home) leaves the cache off."""
     import jax
 
-    cache = os.environ.get(env_var) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), app, "jax")
+    cache = user_cache_dir(env_var, app, "jax")
     try:
         os.makedirs(cache, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", cache)

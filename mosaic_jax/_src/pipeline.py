@@ -135,8 +135,9 @@ def build_mosaic(inputs, cfg: MosaicConfig = MosaicConfig(), *, progress: bool =
     grid = make_grid(frames, tile_size_factor=cfg.tile_size_factor, overlap=cfg.overlap)
     timer.add("grid", time.perf_counter() - t0)
     H, W = grid.shape
-    data_bytes = 4.0 * (C + 1) * (H * W + sum(f.shape[0] * f.shape[1] for f in frames))
-    budget = batch_bytes(cfg, H * W * (C + 1) * 4.0, len(jax.local_devices()))
+    canvas_bytes = H * W * (C + 1) * 4.0
+    data_bytes = canvas_bytes + 4.0 * (C + 1) * sum(f.shape[0] * f.shape[1] for f in frames)
+    budget = batch_bytes(cfg, canvas_bytes, len(jax.local_devices()))
     log.info("[GRID] canvas %s, %d tiles of %d px (stride %d), %d frames; batches of %.0f MiB", grid.shape,
              len(grid.tiles), grid.tile_size, grid.stride, len(frames), budget / 2 ** 20)
     if cluster.count > 1 and cfg.work_dir is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -72,9 +73,14 @@ class PlaneSymbols(NamedTuple):
 
 @functools.lru_cache(maxsize=4)
 def _host_atoms(tile: int, overlap: int, gamma: float, power: float, seed: int, bank: str):
-    """(atoms float32 ``[A, T*T]``, sw float32 ``[T*T]``) as numpy, read-only: from the disk cache when
-    it holds them (no JAX), else built by :mod:`.dictionary` (which fills the cache)."""
-    arrs = dictcache.load_arrays(dictcache.cache_path(tile, overlap, gamma, power, seed, bank), tile, ("atoms", "sw"))
+    """(atoms float32 ``[A, T*T]``, sw float32 ``[T*T]``) as numpy, read-only. In a process that has the
+    dictionary module loaded (an encoder) they come from its in-memory dictionary, the very arrays
+    the search used; otherwise from the disk cache when it holds them (no JAX), else built by
+    :mod:`.dictionary` (which fills the cache)."""
+    arrs = None
+    if "pc15jax._src.dictionary" not in sys.modules:
+        arrs = dictcache.load_arrays(dictcache.cache_path(tile, overlap, gamma, power, seed, bank), tile,
+                                     ("atoms", "sw"))
     if arrs is None:
         from .dictionary import get_dictionary
 

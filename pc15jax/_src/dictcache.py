@@ -47,8 +47,9 @@ def cache_folder() -> str | None:
 def default_cache_folder() -> str:
     """The applications' cache folder (the command line's, the Pillow plugin's): ``PC15_DICT_CACHE``,
     else ``$XDG_CACHE_HOME/pc15jax/dictionaries`` (``~/.cache/pc15jax/dictionaries``)."""
-    return os.environ.get("PC15_DICT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pc15jax", "dictionaries")
+    from shared_runtime import user_cache_dir
+
+    return user_cache_dir("PC15_DICT_CACHE", "pc15jax", "dictionaries")
 
 
 def use_default_cache_unless_set() -> None:

@@ -279,11 +279,12 @@ def _decode_scalar(buf, tables, tid, prec, n) -> np.ndarray:
         raise BitstreamError("rANS payload is corrupt (invalid final state)")
     pos, nw = 2, len(words)
     mask = (1 << prec) - 1
+    tids = tid.tolist()
     luts, freqs, cdfs = [None] * len(tables), [None] * len(tables), [None] * len(tables)
-    for k in set(tid.tolist()):
+    for k in set(tids):
         luts[k], freqs[k], cdfs[k] = tables[k].lists
     out = [0] * n
-    for i, k in enumerate(tid.tolist()):
+    for i, k in enumerate(tids):
         slot = x & mask
         sym = luts[k][slot]
         x = freqs[k][sym] * (x >> prec) + slot - cdfs[k][sym]
