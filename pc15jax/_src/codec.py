@@ -20,13 +20,14 @@ from shared_runtime import atomic_write_bytes
 from ..bitstream import rans_encode
 from ..bitstream.container import TOOLS, StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes
 from ..bitstream.models import MAX_COEF, SymbolModel
+from . import blockmap
 from . import generators as gens
 from .color import as_rgb_float, rgb_to_ycbcr, subsample_420
 from .config import CodecConfig, resolve_config
-from .decoder import (PlaneSymbols, _class_bits, _header_window_params, _parse, _plane_filters,  # noqa: F401
-                      _read_bytes, _reconstruct_all, _reconstruct_plane, _records_to_symbols, _symbols_to_records,
-                      decode, decode_native, decode_y, generator_layout, read_bitstream, stream_bank, stream_info,
-                      symbol_model)
+from .decoder import (LayeredPlane, PlaneSymbols, _class_bits, _header_window_params, _parse,  # noqa: F401
+                      _plane_filters, _read_bytes, _reconstruct_all, _reconstruct_plane, _records_to_symbols,
+                      _symbols_to_records, decode, decode_native, decode_y, generator_histogram, generator_layout,
+                      plane_layers, read_bitstream, split_plane, stream_bank, stream_info, symbol_model)
 from .loopfilter import NO_FILTER, fit_loop_filter, pack_filters
 from .pipeline import as_gray_float
 from .score import RateModel
@@ -93,7 +94,15 @@ def _window_param(cfg: CodecConfig):
 
 
 
-def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None) -> StreamHeader:
+def _filter_geometry(cfg: CodecConfig) -> tuple[int, int]:
+    """The header's (tile, overlap): the grid's, or with block sizes the finest layer's (the loop
+    filter's seam classes follow it)."""
+    if cfg.block_sizes is None:
+        return cfg.tile, cfg.overlap
+    return min(cfg.block_sizes, key=lambda g: (g[0] - g[1], g[0]))
+
+
+def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, maps=None) -> StreamHeader:
     r6 = lambda v: float(f"{v:.6g}")  # noqa: E731  (the meta is informative: keep it short)
     meta = {"encoder": "pc15jax", "lambda": r6(cfg.lambda_rd), "alpha": r6(cfg.alpha_mix), "search": cfg.search}
     if cfg.ai is not None:
@@ -102,18 +111,20 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None) -
         meta["chroma_lambda"] = r6(cfg.chroma_lambda)
     lf = filters is not None and any(t.shape[0] for t in filters)  # a tools block only where a filter is signalled
     tools = (1 << TOOLS.index("loop_filter") if lf else 0) | (
-        1 << TOOLS.index("large_dictionary") if cfg.dictionary == "large" else 0)
-    return StreamHeader(H=H, W=W, tile=cfg.tile, overlap=cfg.overlap, window=cfg.window,
+        1 << TOOLS.index("large_dictionary") if cfg.dictionary == "large" else 0) | (
+        1 << TOOLS.index("block_map") if maps is not None else 0)
+    tool_data = (pack_filters(filters) if lf else b"") + (
+        blockmap.pack_block_map(cfg.block_sizes, cfg.block_region, maps) if maps is not None else b"")
+    tile, overlap = _filter_geometry(cfg)
+    return StreamHeader(H=H, W=W, tile=tile, overlap=overlap, window=cfg.window,
                         window_param=_window_param(cfg), seed=cfg.seed, gain_step=cfg.gain_step,
                         dc_step=cfg.dc_step, gamma_seam=cfg.gamma_seam, seam_power=cfg.seam_power,
-                        table_id=cfg.table_id, layout=layout, meta=meta, tools=tools,
-                        tool_data=pack_filters(filters) if lf else b"")
+                        table_id=cfg.table_id, layout=layout, meta=meta, tools=tools, tool_data=tool_data)
 
 
-def _pack_plane(h: StreamHeader, model: SymbolModel, sym: PlaneSymbols, shape):
+def _pack_plane(h: StreamHeader, model: SymbolModel, sym, shape):
     """-> (``(n_a, A words, n_b, B words)``, ideal bits per class)."""
-    ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
-    a, atid, b, btid = model.split(*sym, ny, nx)
+    a, atid, b, btid = split_plane(model, h, sym, shape)
     return (len(a), rans_encode(a, model.tables, atid, lanes=model.a_lanes), len(b),
             rans_encode(b, model.tables, btid)), \
         _class_bits(model, a, atid, b, btid)
@@ -273,6 +284,67 @@ def _search_plane(x, cfg: CodecConfig, pad_to: int = 0) -> tuple[PlaneSymbols, f
     return plane_symbols(res, cfg), search_s, spec.count
 
 
+def _pixel_distortion(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """The search's distortion per pixel, ``alpha * (1 - SSIM map) + (1 - alpha) * (x - y)^2``, float64
+    ``[H, W]`` (host; planes under 11 px on a side take the squared error alone)."""
+    e = (np.asarray(x, np.float64) - y) ** 2
+    if alpha == 0 or min(x.shape) < 11:
+        return e
+    from skimage.metrics import structural_similarity
+
+    _, smap = structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, full=True)
+    return alpha * (1.0 - smap) + (1.0 - alpha) * e
+
+
+def _search_layered(x: np.ndarray, cfg: CodecConfig, pads) -> tuple[LayeredPlane, float, list[int]]:
+    """RD search of one plane with the ``block_map`` tool -> (symbols, search seconds, tiles per layer).
+
+    Every layer searches the whole plane; each region then takes the layer whose own reconstruction
+    gives it the lowest ``sum(d) + lambda * bits`` (its pixels' distortion, its tiles' ideal bits);
+    the tiles no region needs become implied (:mod:`.blockmap`). ``pads[i]``: layer ``i``'s batch
+    padding, as :func:`search_atoms`'s ``pad_to``.
+    """
+    shape = tuple(int(v) for v in x.shape)
+    model = symbol_model(cfg.table_id, cfg.dictionary)
+    region = cfg.block_region
+    gy, gx = blockmap.region_grid(shape, region)
+    specs = blockmap.layer_specs(cfg.block_sizes, shape)
+    syms, cost, search_s, counts = [], [], 0.0, []
+    for (t, o), spec, pad in zip(cfg.block_sizes, specs, pads):
+        c = cfg.replace(tile=t, overlap=o, block_sizes=None)
+        sym, s_, n_ = _search_plane(x, c, pad_to=pad)
+        search_s += s_
+        counts.append(n_)
+        y = _reconstruct_plane(_header(c, *shape), sym, shape)
+        d = _pixel_distortion(x, y, cfg.alpha_mix)
+        pad_d = np.zeros((gy * region, gx * region))
+        pad_d[: shape[0], : shape[1]] = d
+        dr = pad_d.reshape(gy, region, gx, region).sum((1, 3)).reshape(-1)
+        rr = np.bincount(blockmap.tile_regions(spec, shape, region), blockmap.tile_bits(model, sym, spec.ny, spec.nx),
+                         gy * gx)
+        syms.append(sym)
+        cost.append(dr + cfg.lambda_rd * rr)
+    bmap = np.argmin(np.stack(cost), axis=0).reshape(gy, gx)
+    layers, used = [], []
+    for i, (sym, spec) in enumerate(zip(syms, specs)):
+        u = blockmap.used_tiles(bmap, i, spec, shape, region)
+        count = np.where(u, sym.count, 0)
+        dc_q = blockmap.implied_dc(sym.dc_q, u, spec.ny, spec.nx, model.dc_predictor)
+        layers.append(sym._replace(count=count, dc_q=dc_q))
+        used.append(u)
+    return LayeredPlane(tuple(layers), tuple(used), bmap, cfg.block_sizes, region), search_s, counts
+
+
+def _code_plane(x: np.ndarray, cfg: CodecConfig, pads):
+    """One plane's search, on one grid or with block sizes -> (symbols, seconds, tiles, batch sizes)."""
+    if cfg.block_sizes is None:
+        sym, s_, n_ = _search_plane(x, cfg, pad_to=pads[0] if pads else 0)
+        return sym, s_, n_, [n_]
+    sym, s_, counts = _search_layered(x, cfg, pads or [0] * len(cfg.block_sizes))
+    return sym, s_, int(sum(u.sum() for u in sym.used)), counts
+
+
 def plane_symbols(res, cfg: CodecConfig) -> PlaneSymbols:
     """The search's result (:class:`AtomsResult`) -> the host symbols the stream codes."""
     atom, coef_q, count, dc_q = (np.asarray(v, np.int64) for v in jax.device_get((res.atom, res.coef_q, res.count,
@@ -284,14 +356,15 @@ def plane_symbols(res, cfg: CodecConfig) -> PlaneSymbols:
 
 def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str):
     """-> (the stream header, every plane's loop filter taps fitted to it, the planes before the filter)."""
-    h0 = _header(cfg, H, W, layout)
+    maps = [p.block_map for p in planes] if isinstance(planes[0], LayeredPlane) else None
+    h0 = _header(cfg, H, W, layout, maps=maps)
     pre = [_reconstruct_plane(h0, sym, shp) for sym, shp in zip(planes, plane_shapes(layout, H, W))]
     if not cfg.loop_filter:
         return h0, [NO_FILTER] * len(planes), pre
     lams = [cfg.lambda_rd] + [cfg.lambda_rd * cfg.chroma_lambda] * (len(planes) - 1)
-    filters = [fit_loop_filter(x, y, cfg.tile, cfg.overlap, lam, cfg.alpha_mix)
+    filters = [fit_loop_filter(x, y, h0.tile, h0.overlap, lam, cfg.alpha_mix)
                for x, y, lam in zip(originals, pre, lams)]
-    return _header(cfg, H, W, layout, filters), filters, pre
+    return _header(cfg, H, W, layout, filters, maps), filters, pre
 
 
 def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, search_s, tiles, t0) -> dict:
@@ -300,22 +373,25 @@ def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, se
     recon = _reconstruct_all(h, planes, filters, pre)
     hist: Counter = Counter()
     for sym in planes:
-        live = np.arange(sym.gen.shape[1])[None, :] < sym.count[:, None]
-        hist.update(gens.get_generator(int(g)).name for g in sym.gen[live])
-        hist["FLAT"] += int((sym.count == 0).sum())
+        hist.update(generator_histogram(sym))
+    grids = [s for p in planes for s in plane_layers(p)]
     ny, nx = grid_shape(h.H, h.W, h.tile, h.overlap)
     stats = {"layout": h.layout, "tiles": tiles, "grid": [ny, nx], "bytes": len(data),
-             "atoms": int(sum(p.count.sum() for p in planes)),
-             "max_atoms_used": int(max(p.count.max() if p.count.size else 0 for p in planes)),
+             "atoms": int(sum(s.count.sum() for s in grids)),
+             "max_atoms_used": int(max(s.count.max() if s.count.size else 0 for s in grids)),
              "generators": dict(hist.most_common()), "bits_by_class": bits, "tools": list(h.tool_names),
              "loop_filter_classes": [int(t.shape[0]) for t in filters], "search_s": search_s,
              "lambda_rd": cfg.lambda_rd, "encode_s": time.perf_counter() - t0}
+    if isinstance(planes[0], LayeredPlane):
+        stats["block_sizes"] = [list(g) for g in cfg.block_sizes]
+        stats["regions_per_layer"] = [np.bincount(p.block_map.ravel(), minlength=len(cfg.block_sizes)).tolist()
+                                      for p in planes]
     return {"bitstream": data, "bpp": 8.0 * len(data) / (h.H * h.W), "recon": recon, "stats": stats}
 
 
 def _encode_gray(x: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
-    sym, search_s, tiles = _search_plane(x, cfg)
+    sym, search_s, tiles, _ = _code_plane(x, cfg, None)
     return _finish(cfg, [x], [sym], *x.shape, "Y", search_s, tiles, t0)
 
 
@@ -323,13 +399,13 @@ def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
     H, W = rgb.shape[:2]
     ycc = np.asarray(rgb_to_ycbcr(jnp.asarray(rgb)))  # planes sliced on the host: no slicing programs
-    planes, originals, search_s, tiles, luma_tiles = [], [], 0.0, 0, 0
+    planes, originals, search_s, tiles, luma_batches = [], [], 0.0, 0, None
     chroma = cfg.replace(lambda_rd=cfg.lambda_rd * cfg.chroma_lambda)
     for plane, c in ((ycc[..., 0], cfg), (subsample_420(np.ascontiguousarray(ycc[..., 1])), chroma),
                      (subsample_420(np.ascontiguousarray(ycc[..., 2])), chroma)):
         x = np.clip(np.asarray(plane), 0.0, 1.0)
-        sym, s_, n_ = _search_plane(x, c, pad_to=luma_tiles)  # chroma padded to the luma's batch: one program
-        luma_tiles = luma_tiles or n_
+        sym, s_, n_, batches = _code_plane(x, c, luma_batches)  # chroma padded to the luma's batch: one program
+        luma_batches = luma_batches or batches
         planes.append(sym)
         originals.append(x)
         search_s += s_

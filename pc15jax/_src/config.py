@@ -10,6 +10,7 @@ import numpy as np
 from ..bitstream.models import DEFAULT_TABLE_ID
 from . import genspec as gens
 from .checks import finite as _finite
+from .blockmap import check_layers
 from .checks import integer as _int
 from .hooks import AiHooks, HeuristicHooks
 from .tilegrid import WINDOWS, TileGridCfg, resolve_window
@@ -65,6 +66,11 @@ class CodecConfig:
         about twice as fine and 4x the noise seeds (33,502 atoms, 8.05x).
         ``"large"`` is a coding tool (the header's ``large_dictionary`` bit), whose decoder
         needs the large dictionary too (the command line keeps it in its disk cache).
+      block_sizes: ``None`` (one tile grid, ``tile``/``overlap``) or the ``(tile, overlap)`` tile
+        layers of the ``block_map`` coding tool (2 or 3; e.g. ``((36, 4), (17, 1), (9, 1))``): every
+        ``block_region`` x ``block_region`` region is coded by the layer that gives it the lowest
+        ``J`` (:mod:`pc15jax._src.blockmap`). ``tile``/``overlap`` are then not used.
+      block_region: region size in pixels, a multiple of every layer's stride.
     """
 
     tile: int = 16
@@ -91,6 +97,8 @@ class CodecConfig:
     loop_filter: bool = True
     ai: Any = None
     dictionary: str = "standard"
+    block_sizes: Any = None
+    block_region: int = 64
 
     def __post_init__(self):
         _int("tile", self.tile, 8, 256)
@@ -139,6 +147,8 @@ class CodecConfig:
             raise ValueError(f"table_id must be a non-empty string, got {self.table_id!r}")
         if self.dictionary not in gens.BANKS:
             raise ValueError(f"dictionary must be one of {gens.BANKS}, got {self.dictionary!r}")
+        if self.block_sizes is not None:
+            object.__setattr__(self, "block_sizes", check_layers(self.block_sizes, self.block_region))
         if (self.dictionary != "standard" and isinstance(self.ai, AiHooks)
                 and (self.ai.param_predictor is not None or self.ai.rd_predictor is not None)):
             raise ValueError("M2 and M3 predict the standard grids: with dictionary='large' use the M1 "

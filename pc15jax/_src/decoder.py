@@ -23,14 +23,14 @@ from ..bitstream import BitstreamError, rans_decode
 from ..bitstream.container import StreamHeader, TileRec, grid_shape, plane_shapes, unpack_stream
 from ..bitstream.models import MAX_ATOMS, GenLayout, SymbolModel, load_table_json
 from ..bitstream.rans import check_symbol_count
-from . import dictcache
+from . import blockmap, dictcache
 from . import genspec as gens
 from .color import upsample_420, ycbcr_to_rgb
 from .loopfilter import NO_FILTER, filter_plane, unpack_filters
 from .tilegrid import TileGridCfg, TileSpec, cover_table, tile_image, tile_windows
 
 __all__ = ["decode", "decode_native", "decode_y", "read_bitstream", "stream_info", "symbol_model", "generator_layout",
-           "stream_bank", "render_tiles", "blend_tiles", "PlaneSymbols"]
+           "stream_bank", "render_tiles", "blend_tiles", "PlaneSymbols", "LayeredPlane"]
 
 _EXTRA = struct.Struct("<BIBh")  # payload_fmt 1: gen_id, qv_id, seed, gain_q of every further atom
 
@@ -69,6 +69,57 @@ class PlaneSymbols(NamedTuple):
     seed: np.ndarray
     coef: np.ndarray
     dc_q: np.ndarray
+
+
+class LayeredPlane(NamedTuple):
+    """Host symbols of a plane coded with the ``block_map`` tool (:mod:`.blockmap`).
+
+    ``layers``: one :class:`PlaneSymbols` per tile layer, over the layer's whole grid (unused tiles:
+    no atoms, their implied DC); ``used``: bool ``[N_l]`` per layer; ``block_map``: int ``[gy, gx]``;
+    ``geoms``: ``(tile, overlap)`` per layer; ``region``: region size in pixels.
+    """
+
+    layers: tuple
+    used: tuple
+    block_map: np.ndarray
+    geoms: tuple
+    region: int
+
+
+def plane_layers(sym) -> list[PlaneSymbols]:
+    """The single-grid symbol sets of a plane (one, or one per layer)."""
+    return list(sym.layers) if isinstance(sym, LayeredPlane) else [sym]
+
+
+def _block_tool(h: StreamHeader):
+    """(loop filter bytes, block map or None) of the tools block."""
+    n = len(plane_shapes(h.layout, h.H, h.W))
+    data = h.tool_data
+    if "loop_filter" in h.tool_names:
+        filters, rest = unpack_filters(data, n, rest=True)
+    else:
+        filters, rest = [NO_FILTER] * n, data
+    if "block_map" not in h.tool_names:
+        if rest:
+            raise BitstreamError(f"{len(rest)} unexpected bytes in the tools block")
+        return filters, None
+    return filters, blockmap.unpack_block_map(rest, plane_shapes(h.layout, h.H, h.W))
+
+
+def split_plane(model: SymbolModel, h: StreamHeader, sym, shape):
+    """A plane's symbols -> (A symbols, A table ids, B symbols, B table ids) as coded. A layered
+    plane codes every layer's counts, then every layer's generators (stream A), then every layer's
+    values in layer order (stream B)."""
+    if not isinstance(sym, LayeredPlane):
+        ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
+        return model.split(*sym, ny, nx)
+    parts = []
+    for s, u, spec in zip(sym.layers, sym.used, blockmap.layer_specs(sym.geoms, shape)):
+        a, atid, b, btid = model.split(*s, spec.ny, spec.nx, used=u)
+        n = int(np.sum(u))
+        parts.append((a[:n], atid[:n], a[n:], atid[n:], b, btid))
+    cat = lambda i: np.concatenate([p[i] for p in parts])  # noqa: E731
+    return (np.concatenate([cat(0), cat(2)]), np.concatenate([cat(1), cat(3)]), cat(4), cat(5))
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,11 +183,25 @@ def blend_tiles(tiles: np.ndarray, spec: TileSpec, window: str = "hann", window_
     return (num / den)[: spec.H, : spec.W]
 
 
-def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> np.ndarray:
+def _reconstruct_plane(h: StreamHeader, sym, shape) -> np.ndarray:
     """Tiles from symbols, window-blended and clipped -> float32 ``[H, W]`` (host), before the loop
     filter. Only the atoms the plane uses are read."""
+    if isinstance(sym, LayeredPlane):
+        specs = blockmap.layer_specs(sym.geoms, shape)
+        tiles = [_render_plane_tiles(h, s, t, o) for s, (t, o) in zip(sym.layers, sym.geoms)]
+        img = blockmap.blend_layers(tiles, specs, sym.used, shape, window=h.window,
+                                    window_params=_header_window_params(h))
+        return np.clip(img, np.float32(0.0), np.float32(1.0))
+    tiles = _render_plane_tiles(h, sym, h.tile, h.overlap)
+    spec = tile_image(tuple(shape), TileGridCfg(h.tile, h.overlap))
+    img = blend_tiles(tiles, spec, window=h.window, window_params=_header_window_params(h))
+    return np.clip(img, np.float32(0.0), np.float32(1.0))
+
+
+def _render_plane_tiles(h: StreamHeader, sym: PlaneSymbols, tile: int, overlap: int) -> np.ndarray:
+    """The tiles ``[N, T, T]`` of one grid's symbols (host)."""
     bank = stream_bank(h)
-    atoms, sw = _host_atoms(h.tile, h.overlap, float(np.float32(h.gamma_seam)), float(np.float32(h.seam_power)),
+    atoms, sw = _host_atoms(tile, overlap, float(np.float32(h.gamma_seam)), float(np.float32(h.seam_power)),
                             h.seed, bank)
     count, gen, params, seed, coef, dc_q = sym
     N, K = gen.shape
@@ -144,19 +209,13 @@ def _reconstruct_plane(h: StreamHeader, sym: PlaneSymbols, shape) -> np.ndarray:
     atom = np.where(live, dictcache.atom_index(bank, np.where(live, gen, 0), np.where(live[..., None], params, 0),
                                                np.where(live, seed, 0)), 0)
     used, idx = np.unique(atom, return_inverse=True)
-    tiles = render_tiles(atoms[used], idx.reshape(atom.shape), np.where(live, coef, 0), dc_q, sw,
-                         h.gain_step, h.dc_step)
-    spec = tile_image(tuple(shape), TileGridCfg(h.tile, h.overlap))
-    img = blend_tiles(tiles, spec, window=h.window, window_params=_header_window_params(h))
-    return np.clip(img, np.float32(0.0), np.float32(1.0))
+    return render_tiles(atoms[used], idx.reshape(atom.shape), np.where(live, coef, 0), dc_q, sw,
+                        h.gain_step, h.dc_step)
 
 
 def _plane_filters(h: StreamHeader) -> list[np.ndarray]:
     """Loop filter taps of every plane (int32 ``[C, 12]``, no rows: not filtered). Raises BitstreamError."""
-    n = len(plane_shapes(h.layout, h.H, h.W))
-    if "loop_filter" not in h.tool_names:
-        return [NO_FILTER] * n
-    return unpack_filters(h.tool_data, n)
+    return _block_tool(h)[0]
 
 
 def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, pre=None) -> np.ndarray:
@@ -239,6 +298,17 @@ def _records_to_symbols(recs: list[TileRec], bank: str = "standard"):
     return count, gen, params, seed, coef, dc_q
 
 
+def generator_histogram(sym) -> Counter:
+    """Atoms per generator name of a plane (``FLAT``: coded tiles without atoms)."""
+    hist: Counter = Counter()
+    used = sym.used if isinstance(sym, LayeredPlane) else [None]
+    for s, u in zip(plane_layers(sym), used):
+        live = np.arange(s.gen.shape[1])[None, :] < s.count[:, None]
+        hist.update(gens.get_generator(int(g)).name for g in s.gen[live])
+        hist["FLAT"] += int(((s.count == 0) & (True if u is None else u)).sum())
+    return hist
+
+
 def _class_bits(model: SymbolModel, a, atid, b, btid) -> dict:
     """Ideal bits per symbol class (``-log2 p`` of the coded symbols)."""
     out: Counter = Counter()
@@ -268,13 +338,44 @@ def _parse_plane(model: SymbolModel, h: StreamHeader, shape, n_a, A, n_b, B) -> 
     return PlaneSymbols(count, gen, params, seed, coef, dc_q)
 
 
-def _parse(data: bytes) -> tuple[StreamHeader, list[PlaneSymbols], list[np.ndarray]]:
+def _parse_layered(model: SymbolModel, h: StreamHeader, shape, geoms, region, bmap, n_a, A, n_b, B) -> LayeredPlane:
+    specs = blockmap.layer_specs(geoms, shape)
+    used = tuple(blockmap.used_tiles(bmap, i, spec, shape, region) for i, spec in enumerate(specs))
+    N = sum(int(u.sum()) for u in used)
+    if n_a > N * (1 + MAX_ATOMS):
+        raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
+    check_symbol_count(len(A), model.a_tables(), n_a)
+    check_symbol_count(len(B), model.b_tables(), n_b)
+    decoded = model.decode_a_layers(A, n_a, [(s.ny, s.nx, u) for s, u in zip(specs, used)])
+    btids = [model.b_table_ids(c, g, n_dc=int(u.sum())) for (c, g), u in zip(decoded, used)]
+    total = sum(t.shape[0] for t in btids)
+    if total != n_b:
+        raise BitstreamError(f"stream claims {n_b} value symbols, its structure implies {total}")
+    b = rans_decode(B, model.tables, n_b, np.concatenate(btids))
+    layers, pos = [], 0
+    dc_levels = int(round(1.0 / h.dc_step)) + 1
+    for (count, gens_flat), t, spec, u in zip(decoded, btids, specs, used):
+        gen, params, seed, coef, dc_q = model.join(count, gens_flat, b[pos:pos + t.shape[0]], spec.ny, spec.nx,
+                                                   gens.MAX_PARAMS, used=u)
+        pos += t.shape[0]
+        if dc_q.size and (dc_q.min() < 0 or dc_q.max() >= dc_levels):
+            raise BitstreamError("decoded DC values out of range (corrupt stream)")
+        layers.append(PlaneSymbols(count, gen, params, seed, coef, dc_q))
+    return LayeredPlane(tuple(layers), used, bmap, geoms, region)
+
+
+def _parse(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray]]:
     """Bytes -> (header, every plane's symbols, every plane's loop filter taps), all checked before
     anything is rendered."""
     h, payloads = unpack_stream(data)
-    filters = _plane_filters(h)
+    filters, block = _block_tool(h)
     model = symbol_model(h.table_id, stream_bank(h))
-    planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(plane_shapes(h.layout, h.H, h.W), payloads)]
+    shapes = plane_shapes(h.layout, h.H, h.W)
+    if block is None:
+        planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(shapes, payloads)]
+    else:
+        geoms, region, maps = block
+        planes = [_parse_layered(model, h, shape, geoms, region, m, *pl) for shape, m, pl in zip(shapes, maps, payloads)]
     return h, planes, filters
 
 
@@ -285,6 +386,9 @@ def read_bitstream(data_or_path) -> tuple[StreamHeader, list[TileRec]]:
     if h.layout != "Y":
         raise BitstreamError("read_bitstream reads grayscale streams; a colour stream holds three planes "
                              "(use pc.decode, pc.decode_y for its luma, or the CLI's info)")
+    if isinstance(planes[0], LayeredPlane):
+        raise BitstreamError("read_bitstream reads single-grid streams; this one codes its block sizes per "
+                             "region (the block_map tool): use pc.decode_y, or the CLI's info")
     return h, _symbols_to_records(*planes[0], stream_bank(h))
 
 
@@ -341,20 +445,28 @@ def stream_info(bitstream) -> dict:
     bits: Counter = Counter()
     per_plane = []
     for name, sym, shape in zip(("Y", "Cb", "Cr"), planes, plane_shapes(h.layout, h.H, h.W)):
-        ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
-        a, atid, b, btid = model.split(*sym, ny, nx)
+        a, atid, b, btid = split_plane(model, h, sym, shape)
         bits.update(_class_bits(model, a, atid, b, btid))
-        live = np.arange(sym.gen.shape[1])[None, :] < sym.count[:, None]
-        hist.update(gens.get_generator(int(g)).name for g in sym.gen[live])
-        hist["FLAT"] += int((sym.count == 0).sum())
-        per_plane.append({"plane": name, "shape": list(shape), "grid": [ny, nx], "atoms": int(sym.count.sum())})
+        hist.update(generator_histogram(sym))
+        row = {"plane": name, "shape": list(shape), "atoms": int(sum(s.count.sum() for s in plane_layers(sym)))}
+        if isinstance(sym, LayeredPlane):
+            specs = blockmap.layer_specs(sym.geoms, shape)
+            row["tiles"] = int(sum(u.sum() for u in sym.used))
+            row["grid"] = [[s.ny, s.nx] for s in specs]
+            row["block_sizes"] = [list(g) for g in sym.geoms]
+            row["block_region"] = sym.region
+            row["regions_per_layer"] = np.bincount(sym.block_map.ravel(), minlength=len(sym.geoms)).tolist()
+        else:
+            ny, nx = grid_shape(shape[0], shape[1], h.tile, h.overlap)
+            row["tiles"], row["grid"] = ny * nx, [ny, nx]
+        per_plane.append(row)
     return {
         "version": h.version, "layout": h.layout, "width": h.W, "height": h.H, "tile": h.tile,
         "overlap": h.overlap, "window": h.window, "window_param": h.window_param, "seed": h.seed,
         "gain_step": h.gain_step, "dc_step": h.dc_step, "table_id": h.table_id, "meta": h.meta,
         "tools": list(h.tool_names), "loop_filter_classes": [int(t.shape[0]) for t in filters],
         "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W),
-        "tiles": int(sum(p["grid"][0] * p["grid"][1] for p in per_plane)), "grid": per_plane[0]["grid"],
+        "tiles": int(sum(p["tiles"] for p in per_plane)), "grid": per_plane[0]["grid"],
         "planes": per_plane, "atoms": int(sum(p["atoms"] for p in per_plane)),
         "generators": dict(hist.most_common()), "bits_by_class": {k: round(v, 1) for k, v in sorted(bits.items())},
     }

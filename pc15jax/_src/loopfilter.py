@@ -175,8 +175,9 @@ def pack_filters(filters: list[np.ndarray]) -> bytes:
     return bytes(out)
 
 
-def unpack_filters(data: bytes, n_planes: int) -> list[np.ndarray]:
-    """The tools block's bytes -> taps of every plane (int32 ``[C, 12]``). Raises BitstreamError."""
+def unpack_filters(data: bytes, n_planes: int, rest: bool = False):
+    """The tools block's bytes -> taps of every plane (int32 ``[C, 12]``); with ``rest``, ``(taps,
+    the bytes after them)``. Raises BitstreamError."""
     out, pos = [], 0
     for _ in range(n_planes):
         if pos >= len(data):
@@ -190,6 +191,8 @@ def unpack_filters(data: bytes, n_planes: int) -> list[np.ndarray]:
             raise BitstreamError("truncated loop filter parameters")
         out.append(np.frombuffer(data[pos:pos + k], np.int8).astype(np.int32).reshape(n, len(OFFSETS)))
         pos += k
+    if rest:
+        return out, data[pos:]
     if pos != len(data):
         raise BitstreamError(f"{len(data) - pos} unexpected bytes after the loop filter parameters")
     return out

@@ -45,7 +45,7 @@ MAX_TILE = 256  # the decoder renders atoms at tile size: bounds its dictionary 
 MAX_TILE_SAMPLES = 1 << 30  # tiles * tile**2: bounds the decoded tile stack (4 GiB of float32)
 WINDOW_CODES = ("hann", "tukey", "kaiser")
 LAYOUTS = ("Y", "YCbCr420")  # luma only; luma + chroma subsampled 2x2
-TOOLS = ("loop_filter", "large_dictionary")  # coding tools, by bit of the header's tools field
+TOOLS = ("loop_filter", "large_dictionary", "block_map")  # coding tools, by bit of the header's tools field
 _TOOLS_FLAG = 0x80  # layout byte: a tools block follows the meta
 _FIXED = struct.Struct("<4sBBIIHHBfIffff")
 
@@ -259,7 +259,7 @@ def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int
         if end + 4 > len(data):
             raise BitstreamError("truncated body")
         ny, nx = grid_shape(ph, pw, tile, overlap)
-        if n_a < ny * nx:
+        if n_a < ny * nx and not tools >> TOOLS.index("block_map") & 1:  # block maps: the decoder checks
             raise BitstreamError("stream holds fewer symbols than tiles")
         planes.append((n_a, data[pos:pos + 2 * w_a], n_b, data[pos + 2 * w_a:end]))
         pos = end

@@ -228,20 +228,25 @@ class SymbolModel:
 
     # ------------------------------------------------------------------------------ streams
 
-    def split(self, count, gen, params, seed, coef, dc_q, ny: int, nx: int):
+    def split(self, count, gen, params, seed, coef, dc_q, ny: int, nx: int, used=None):
         """Per-tile symbols -> (A symbols, A table ids, B symbols, B table ids).
 
         Args:
           count: int ``[N]`` atoms per tile. gen: int ``[N, K]``, params: int ``[N, K, P]``,
           seed: int ``[N, K]``, coef: int ``[N, K]`` (entries beyond ``count`` ignored).
           dc_q: int ``[N]`` quantised offsets in ``[0, 2 * MAX_DC]``. ny, nx: tile grid.
+          used: bool ``[N]`` or None (every tile). An unused tile must have no atoms and the DC
+            its prediction gives (:func:`pc15jax._src.blockmap.implied_dc`); it codes no symbol.
         """
         count = np.asarray(count, np.int64)
         N = count.shape[0]
         if np.any((count < 0) | (count > MAX_ATOMS)):
             raise ValueError(f"atom counts must lie in [0, {MAX_ATOMS}]")
-        a_sym = [count]
-        a_tid = [self.count_tid[count_contexts(count, ny, nx)]]
+        use = np.ones(N, bool) if used is None else np.asarray(used, bool)
+        if np.any(count[~use]):
+            raise ValueError("an unused tile cannot hold atoms")
+        a_sym = [count[use]]
+        a_tid = [self.count_tid[count_contexts(count, ny, nx)][use]]
         b_sym, b_tid = [], []
         for t in range(N):
             prev = 0
@@ -262,8 +267,10 @@ class SymbolModel:
                 b_sym.append(c + MAX_COEF)
                 b_tid.append(self.coef_tid[coef_context(k)])
         delta = dc_delta(np.asarray(dc_q, np.int64), ny, nx, self.dc_predictor)
-        b_sym.extend((delta + MAX_DC).tolist())
-        b_tid.extend([self.index["dc"]] * N)
+        if np.any(delta[~use]):
+            raise ValueError("an unused tile's DC must equal its prediction")
+        b_sym.extend((delta[use] + MAX_DC).tolist())
+        b_tid.extend([self.index["dc"]] * int(use.sum()))
         return (np.concatenate([np.asarray(v, np.int64) for v in a_sym]), np.concatenate(a_tid).astype(np.int64),
                 np.asarray(b_sym, np.int64), np.asarray(b_tid, np.int64))
 
@@ -276,49 +283,78 @@ class SymbolModel:
         a = set(np.concatenate([self.count_tid, self.gen_tid]).tolist())
         return [t for i, t in enumerate(self.tables) if i not in a]
 
-    def decode_a(self, data: bytes, n_a: int, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
-        """Stream A -> (counts ``[N]``, generator ids of every atom in tile order).
+    def decode_a(self, data: bytes, n_a: int, ny: int, nx: int, used=None) -> tuple[np.ndarray, np.ndarray]:
+        """Stream A -> (counts ``[N]``, generator ids of every atom in tile order). ``used``: bool
+        ``[N]`` or None, as in :meth:`split` (unused tiles have no symbol and no atoms).
 
         Raises:
           BitstreamError: corrupt data, or counts that disagree with ``n_a``.
         """
-        N = ny * nx
-        if n_a < N:
-            raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
+        return self.decode_a_layers(data, n_a, [(ny, nx, used)])[0]
+
+    def decode_a_layers(self, data: bytes, n_a: int, grids) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Stream A of several tile grids ``[(ny, nx, used), ...]`` coded one after the other: every
+        grid's counts first, then every grid's generator ids (:func:`join_a`) -> per grid (counts,
+        generator ids)."""
+        uses = [[True] * (ny * nx) if u is None else np.asarray(u, bool).tolist() for ny, nx, u in grids]
+        n_coded = sum(sum(u) for u in uses)
+        if n_a < n_coded:
+            raise BitstreamError(f"stream claims {n_a} structure symbols for {n_coded} tiles")
         if not self.contexts:
             tid = np.full(n_a, self.gen_tid[0], np.int64)
-            tid[:N] = self.count_tid[0]
+            tid[:n_coded] = self.count_tid[0]
             a = rans_decode(data, self.tables, n_a, tid, lanes=self.a_lanes)
-            count, gens = a[:N], a[N:]
-            if int(count.sum()) != n_a - N:
+            counts, pos = [], 0
+            for u in uses:
+                c = np.zeros(len(u), np.int64)
+                k = sum(u)
+                c[np.asarray(u, bool)] = a[pos:pos + k]
+                counts.append(c)
+                pos += k
+            total = sum(int(c.sum()) for c in counts)
+            if total != n_a - n_coded:
                 raise BitstreamError("atom counts do not match the number of generator symbols")
-            return count, gens
+            out, pos = [], n_coded
+            for c in counts:
+                n = int(c.sum())
+                out.append((c, a[pos:pos + n]))
+                pos += n
+            return out
         dec = RansDecoder(data, PRECISION)
         tables = self.tables
         ctab = [tables[int(i)] for i in self.count_tid]
         gtab = [tables[int(i)] for i in self.gen_tid]
         bucket = COUNT_BUCKET.tolist()
-        count = [0] * N
-        for t in range(N):
-            x = t % nx
-            left = bucket[count[t - 1]] if x else NO_TILE
-            up = bucket[count[t - nx]] if t >= nx else NO_TILE
-            count[t] = dec.decode(ctab[7 * left + up])
-        if sum(count) != n_a - N:
+        counts = []
+        for (ny, nx, _), use in zip(grids, uses):
+            count = [0] * (ny * nx)
+            for t in range(ny * nx):
+                if not use[t]:
+                    continue
+                x = t % nx
+                left = bucket[count[t - 1]] if x else NO_TILE
+                up = bucket[count[t - nx]] if t >= nx else NO_TILE
+                count[t] = dec.decode(ctab[7 * left + up])
+            counts.append(count)
+        if sum(sum(c) for c in counts) != n_a - n_coded:
             raise BitstreamError("atom counts do not match the number of generator symbols")
-        gens = []
-        for n in count:
-            prev = 0
-            for _ in range(n):
-                prev = dec.decode(gtab[prev])
-                if prev == 0:
-                    raise BitstreamError("invalid generator id 0 in stream")
-                gens.append(prev)
+        out = []
+        for count in counts:
+            gens = []
+            for n in count:
+                prev = 0
+                for _ in range(n):
+                    prev = dec.decode(gtab[prev])
+                    if prev == 0:
+                        raise BitstreamError("invalid generator id 0 in stream")
+                    gens.append(prev)
+            out.append((np.asarray(count, np.int64), np.asarray(gens, np.int64)))
         dec.finish()
-        return np.asarray(count, np.int64), np.asarray(gens, np.int64)
+        return out
 
-    def b_table_ids(self, count: np.ndarray, gens: np.ndarray) -> np.ndarray:
-        """Table of every B symbol, given the decoded counts and generator ids (flat, tile order)."""
+    def b_table_ids(self, count: np.ndarray, gens: np.ndarray, n_dc: int | None = None) -> np.ndarray:
+        """Table of every B symbol, given the decoded counts and generator ids (flat, tile order);
+        ``n_dc``: the number of coded DCs (default: every tile's)."""
         tid = []
         gl = gens.tolist()
         pos = 0
@@ -336,10 +372,10 @@ class SymbolModel:
                 tid.append(coef_tids[k])
         if pos != len(gl):
             raise BitstreamError("atom counts do not match the number of generator symbols")
-        tid.extend([self.index["dc"]] * int(count.shape[0]))
+        tid.extend([self.index["dc"]] * (int(count.shape[0]) if n_dc is None else int(n_dc)))
         return np.asarray(tid, np.int64)
 
-    def join(self, count, gens, b_sym, ny: int, nx: int, P: int):
+    def join(self, count, gens, b_sym, ny: int, nx: int, P: int, used=None):
         """Inverse of :meth:`split` -> (gen ``[N, K]``, params ``[N, K, P]``, seed, coef ``[N, K]``, dc_q ``[N]``)."""
         N = count.shape[0]
         K = max(1, int(count.max()) if N else 1)
@@ -362,7 +398,13 @@ class SymbolModel:
                     pos += 1
                 coef[t, k] = b[pos] - MAX_COEF
                 pos += 1
-        dc_q = dc_undelta(np.asarray(b[pos:pos + N], np.int64) - MAX_DC, ny, nx, self.dc_predictor)
+        if used is None:
+            delta = np.asarray(b[pos:pos + N], np.int64) - MAX_DC
+        else:
+            delta = np.zeros(N, np.int64)
+            use = np.asarray(used, bool)
+            delta[use] = np.asarray(b[pos:pos + int(use.sum())], np.int64) - MAX_DC
+        dc_q = dc_undelta(delta, ny, nx, self.dc_predictor)
         return gen, params, seed, coef, dc_q
 
 
