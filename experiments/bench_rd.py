@@ -20,7 +20,7 @@ Conventions (``../shared/data/README.md``): grayscale is Pillow ``convert('L')``
 on the uint8-rounded reconstruction, per image, then the mean across images at each setting; SSIM
 is Wang et al. (``pc15jax.ssim``, skimage-compatible); bpp counts every byte of the file. Mean
 curves are interpolated in log(bpp). PC15's points come from its rate ladder (tile size by rate)
-and several lambdas; its curve is the upper envelope of the mean points, as a rate-controlled
+and several lambdas, and from its block sizes per region (``--pc15 ladder|blocks|all``); its curve is the upper envelope of the mean points, as a rate-controlled
 encoder would pick. BD-rate (Bjontegaard) integrates log-rate differences over the PSNR interval
 both curves cover inside the reference's 0.1-0.5 bpp window, with piecewise-linear interpolation.
 """
@@ -44,9 +44,12 @@ KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 RATES = (0.05, 0.1, 0.15, 0.25, 0.5)
 CODECS = ("pc15", "jpeg", "webp", "jpeg2000", "avif", "heif", "jxl")
 PLUGINS = {"heif": "pillow_heif", "jxl": "pillow_jxl"}
-PC15_SETTINGS = [(32, 4, lam) for lam in (4.0, 1.0)] + [(24, 2, lam) for lam in (1.0, 0.3)] \
+LADDER_SETTINGS = [(32, 4, lam) for lam in (4.0, 1.0)] + [(24, 2, lam) for lam in (1.0, 0.3)] \
     + [(16, 1, lam) for lam in (1.0, 0.3, 0.1)] + [(12, 1, lam) for lam in (0.3, 0.1, 0.03)] \
     + [(8, 1, lam) for lam in (0.1, 0.03)]
+# Block sizes per region (the block_map tool, pc15jax's default layers): one lambda per point.
+BLOCK_SETTINGS = [("blocks", lam) for lam in (3.0, 1.0, 0.5, 0.3, 0.15, 0.1)]
+PC15_SETTINGS = {"ladder": LADDER_SETTINGS, "blocks": BLOCK_SETTINGS, "all": LADDER_SETTINGS + BLOCK_SETTINGS}
 SETTINGS = {
     "jpeg": [2, 5, 10, 15, 20, 30, 40, 50, 65, 80],
     "webp": [0, 5, 10, 20, 30, 45, 60, 75, 90],
@@ -150,8 +153,14 @@ def blockiness(rec: np.ndarray) -> float:
 def encode_point(img: np.ndarray, codec: str, setting) -> dict:
     t = time.perf_counter()
     if codec == "pc15":
-        tile, overlap, lam = setting
-        enc = pc.encode(img, pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=lam))  # luma or YCbCr 4:2:0
+        if setting[0] == "blocks":
+            from pc15jax._src.blockmap import DEFAULT_LAYERS
+
+            cfg = pc.CodecConfig(block_sizes=DEFAULT_LAYERS, lambda_rd=setting[1])
+        else:
+            tile, overlap, lam = setting
+            cfg = pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=lam)
+        enc = pc.encode(img, cfg)  # luma or YCbCr 4:2:0
         data = enc["bitstream"]
         rec = np.round((pc.decode(data) if img.ndim == 3 else pc.decode_y(data)) * 255.0).astype(np.uint8)
     else:
@@ -270,6 +279,8 @@ def main(argv=None) -> int:
     ap.add_argument("--codecs", default=",".join(CODECS))
     ap.add_argument("--out", default="results")
     ap.add_argument("--quick", action="store_true", help="two settings per codec (smoke test)")
+    ap.add_argument("--pc15", choices=sorted(PC15_SETTINGS), default="all",
+                    help="PC15's settings: the tile-size ladder, block sizes per region (block_map), or both (default)")
     args = ap.parse_args(argv)
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     bad = sorted(set(codecs) - set(CODECS))
@@ -287,7 +298,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    settings = {c: (QUICK[c] if args.quick else (PC15_SETTINGS if c == "pc15" else SETTINGS[c])) for c in codecs}
+    settings = {c: (QUICK[c] if args.quick else (PC15_SETTINGS[args.pc15] if c == "pc15" else SETTINGS[c])) for c in codecs}
     points = []
     for name, img in tqdm(images, desc="images", unit="img", file=sys.stderr):
         for c in codecs:

@@ -33,7 +33,7 @@ from .tilegrid import TileGridCfg, TileSpec, cover_table, tile_image, tile_windo
 __all__ = ["layer_specs", "tile_bits", "DEFAULT_LAYERS", "DEFAULT_REGION", "region_grid", "used_tiles", "tile_regions",
            "implied_dc", "blend_layers", "pack_block_map", "unpack_block_map", "check_layers"]
 
-DEFAULT_LAYERS = ((36, 4), (17, 1), (9, 1))
+DEFAULT_LAYERS = ((34, 2), (17, 1), (9, 1))  # kodim01/07/12 luma: 34/2 beat 36/4 (see README)
 DEFAULT_REGION = 64
 MAX_LAYERS = 3  # 5 map entries per byte (3 ** 5 = 243)
 _HEAD = struct.Struct("<BH")
