@@ -118,10 +118,18 @@ def _config(args):
     from pc15jax._src.codec import tile_geometry
 
     target = getattr(args, "target_bpp", None)
+    blocks = None
+    if getattr(args, "blocks", False):
+        from pc15jax._src.blockmap import DEFAULT_LAYERS
+
+        if args.tile is not None or args.overlap is not None:
+            raise ValueError("--blocks chooses the tile size per region: leave out --tile and --overlap")
+        blocks = DEFAULT_LAYERS
     tile, overlap = tile_geometry(target, args.tile, args.overlap)
     hooks = pc.hooks_from_name(getattr(args, "hooks", "none") or "none")
     return pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=args.lambda_rd, search=args.search,
-                          target_bpp=target, ai=hooks, dictionary=getattr(args, "dictionary", "standard"))
+                          target_bpp=target, ai=hooks, dictionary=getattr(args, "dictionary", "standard"),
+                          block_sizes=blocks)
 
 
 def _encode_one(pc, img, cfg):
@@ -285,6 +293,8 @@ def _parser():
         p.add_argument("--target-bpp", dest="target_bpp", type=float, default=None,
                        help="find lambda by bisection to land within 3%% of this rate")
         p.add_argument("--search", choices=pc.SEARCH_MODES, default=d.search)
+        p.add_argument("--blocks", action="store_true",
+                       help="block sizes chosen per 64 px region (34, 17 or 9 px tiles; the block_map tool)")
         p.add_argument("--dictionary", choices=("standard", "large"), default=d.dictionary,
                        help="atom bank: standard, or large (8x the atoms: finer grids, more seeds)")
         p.add_argument("--hooks", choices=pc.HOOK_PRESETS, default="none",
