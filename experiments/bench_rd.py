@@ -48,7 +48,7 @@ LADDER_SETTINGS = [(32, 4, lam) for lam in (4.0, 1.0)] + [(24, 2, lam) for lam i
     + [(16, 1, lam) for lam in (1.0, 0.3, 0.1)] + [(12, 1, lam) for lam in (0.3, 0.1, 0.03)] \
     + [(8, 1, lam) for lam in (0.1, 0.03)]
 # Block sizes per region (the block_map tool, pc15jax's default layers): one lambda per point.
-BLOCK_SETTINGS = [("blocks", lam) for lam in (3.0, 1.0, 0.5, 0.3, 0.15, 0.1)]
+BLOCK_SETTINGS = [("blocks", lam) for lam in (3.0, 1.0, 0.5, 0.3, 0.15, 0.1, 0.05)]
 PC15_SETTINGS = {"ladder": LADDER_SETTINGS, "blocks": BLOCK_SETTINGS, "all": LADDER_SETTINGS + BLOCK_SETTINGS}
 SETTINGS = {
     "jpeg": [2, 5, 10, 15, 20, 30, 40, 50, 65, 80],
@@ -58,7 +58,7 @@ SETTINGS = {
     "heif": [1, 5, 10, 20, 30, 40, 50, 60, 75],
     "jxl": [1, 5, 10, 20, 30, 40, 50, 65, 80],
 }
-QUICK = {"pc15": [(24, 2, 1.0), (16, 1, 0.3)], "jpeg": [5, 20], "webp": [10, 50], "jpeg2000": [0.1, 0.5],
+QUICK = {"pc15": [(24, 2, 1.0), (16, 1, 0.3), ("blocks", 0.3)], "jpeg": [5, 20], "webp": [10, 50], "jpeg2000": [0.1, 0.5],
          "avif": [10, 40], "heif": [10, 40], "jxl": [10, 40]}
 BLOCK_TILE, BLOCK_OVERLAP = 16, 1  # PC15's tile grid at 0.1 bpp (pc15jax.ladder_geometry(0.1))
 
@@ -127,22 +127,28 @@ def _metrics(img: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
     return float(pc.psnr(x, r, 255.0)), float(pc.ssim(x, r, 255.0))
 
 
-def _seams(L: int) -> np.ndarray:
-    """Seam pixels of PC15's 0.1-bpp tile grid along an axis of length ``L`` between two inside
-    tiles (tiles that touch the image border on that axis are left out)."""
-    return pc.tile_starts(L, BLOCK_TILE, BLOCK_OVERLAP)[2:-1]  # seam k lies at the start of tile k
+def _seams(L: int, tile: int = BLOCK_TILE, overlap: int = BLOCK_OVERLAP) -> np.ndarray:
+    """Seam pixels of a tile grid (default: PC15's 0.1-bpp one) along an axis of length ``L`` between
+    two inside tiles (tiles that touch the image border on that axis are left out)."""
+    return pc.tile_starts(L, tile, overlap)[2:-1]  # seam k lies at the start of tile k
 
 
-def blockiness(rec: np.ndarray) -> float:
-    """Mean absolute step (8-bit levels) across the inside tile seams of ``rec`` (uint8, luma or RGB)."""
+# The block map's grid (its 17/1 layer; the 9/1 layer's seams include these, the 34/2 layer's are
+# every other one): the seams a block-map stream has, where the 16/1 ones fall inside its tiles.
+BLOCKS_SEAM_GRID = (17, 1)
+
+
+def blockiness(rec: np.ndarray, grid: tuple[int, int] = (BLOCK_TILE, BLOCK_OVERLAP)) -> float:
+    """Mean absolute step (8-bit levels) across the inside tile seams of ``rec`` (uint8, luma or RGB)
+    on the seams of ``grid = (tile, overlap)``."""
     y = rec.astype(np.float64)
     if y.ndim == 3:
         y = y @ np.array([0.299, 0.587, 0.114])
     steps = []
     for arr in (y, y.T):
-        b = _seams(arr.shape[1])
+        b = _seams(arr.shape[1], *grid)
         b = b[(b >= 1) & (b + 1 < arr.shape[1])]
-        r = _seams(arr.shape[0])
+        r = _seams(arr.shape[0], *grid)
         rows = slice(r[0], r[-1] + 1) if len(r) else slice(None)  # the inside tiles' rows only
         for d in (0, 1):  # the steps on both sides of the seam pixel
             steps.append(np.abs(arr[rows, b + d] - arr[rows, b + d - 1]).ravel())
@@ -168,10 +174,10 @@ def encode_point(img: np.ndarray, codec: str, setting) -> dict:
     secs = time.perf_counter() - t
     p, s = _metrics(img, rec)
     return {"bytes": len(data), "bpp": 8.0 * len(data) / (img.shape[0] * img.shape[1]), "psnr": p, "ssim": s,
-            "blockiness": blockiness(rec), "seconds": secs}
+            "blockiness": blockiness(rec), "blockiness16": blockiness(rec, BLOCKS_SEAM_GRID), "seconds": secs}
 
 
-COLUMNS = ("bpp", "psnr", "ssim", "blockiness")
+COLUMNS = ("bpp", "psnr", "ssim", "blockiness", "blockiness16")
 
 
 def mean_curve(points: list[dict], codec: str, on: int = 1) -> np.ndarray:
@@ -217,11 +223,24 @@ def bd_rate(test: np.ndarray, ref: np.ndarray, window=(0.1, 0.5), col: int = 1) 
     return float(100.0 * (np.exp(np.mean(lt - lr)) - 1.0))
 
 
+def with_pc15_levers(points, codecs):
+    """When PC15 ran both its ladder and its block-map settings, add each alone as a codec of its own
+    (``pc15:ladder``, ``pc15:blocks``) -> (points, codecs)."""
+    pc15 = [p for p in points if p["codec"] == "pc15"]
+    kinds = {"blocks" if p["setting"][0] == "blocks" else "ladder" for p in pc15}
+    if len(kinds) < 2:
+        return points, codecs
+    extra = [dict(p, codec="pc15:" + ("blocks" if p["setting"][0] == "blocks" else "ladder")) for p in pc15]
+    at = list(codecs).index("pc15") + 1
+    return points + extra, list(codecs[:at]) + ["pc15:ladder", "pc15:blocks"] + list(codecs[at:])
+
+
 def table(points, codecs, original_blockiness: float | None = None) -> str:
     curves = {c: mean_curve(points, c) for c in codecs}
     ssim_curves = {c: mean_curve(points, c, on=2) for c in codecs}
-    head = "| codec | " + " | ".join(f"{r} bpp" for r in RATES) + " | lowest bpp | blockiness at 0.1 bpp |"
-    lines = [head, "|" + "---|" * (len(RATES) + 3)]
+    head = "| codec | " + " | ".join(f"{r} bpp" for r in RATES) + (" | lowest bpp | blockiness at 0.1 bpp "
+                                                                     "| on the 16 px seams |")
+    lines = [head, "|" + "---|" * (len(RATES) + 4)]
     for c in codecs:
         cur = curves[c]
         if not len(cur):
@@ -231,19 +250,19 @@ def table(points, codecs, original_blockiness: float | None = None) -> str:
         for r in RATES:
             p, s = interp_at(cur, r, 1), interp_at(cur, r, 2)
             cells.append("-" if p is None else f"{p:.2f} ({s:.3f})")
-        b = interp_at(cur, 0.1, 3)
-        lines.append(f"| {c} | " + " | ".join(cells) + f" | {cur[0, 0]:.3f} | " + ("-" if b is None else f"{b:.3f}")
-                     + " |")
+        b, b16 = interp_at(cur, 0.1, 3), interp_at(cur, 0.1, 4)
+        fmt3 = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {cur[0, 0]:.3f} | {fmt3(b)} | {fmt3(b16)} |")
     if original_blockiness is not None:
         lines.append(f"\nBlockiness of the originals on the same boundaries: {original_blockiness:.3f}")
-    if "pc15" in codecs:
+    for me in (c for c in codecs if c.startswith("pc15")):
         lines.append("")
         for c in codecs:
-            if c != "pc15":
-                bd = bd_rate(curves["pc15"], curves[c])
-                bs = bd_rate(ssim_curves["pc15"], ssim_curves[c], col=2)
+            if not c.startswith("pc15") or (me == "pc15:blocks" and c == "pc15:ladder"):
+                bd = bd_rate(curves[me], curves[c])
+                bs = bd_rate(ssim_curves[me], ssim_curves[c], col=2)
                 fmt = lambda v: "n/a (curves do not overlap)" if v is None else f"{v:+.1f} %"  # noqa: E731
-                lines.append(f"BD-rate of PC15 against {c} (reference's 0.1-0.5 bpp window): PSNR {fmt(bd)}, "
+                lines.append(f"BD-rate of {'PC15' if me == 'pc15' else me} against {c} (reference's 0.1-0.5 bpp window): PSNR {fmt(bd)}, "
                              f"SSIM {fmt(bs)}")
     return "\n".join(lines)
 
@@ -312,9 +331,9 @@ def main(argv=None) -> int:
     mode = "grayscale" if args.gray else "colour"
     atomic_write_bytes(out / "rd_points.json", json.dumps({"mode": mode, "images": [n for n, _ in images],
                                                             "points": points}, indent=1).encode())
-    tab = table(points, codecs, float(np.mean([blockiness(img) for _, img in images])))
+    tab = table(*with_pc15_levers(points, codecs), float(np.mean([blockiness(img) for _, img in images])))
     atomic_write_bytes(out / "rd_table.md", (f"Mean PSNR dB (SSIM), {mode}, {len(images)} images\n\n" + tab + "\n").encode())
-    plot(points, codecs, out / "rd_curves.png", f"{mode}, {len(images)} images")
+    plot(*with_pc15_levers(points, codecs), out / "rd_curves.png", f"{mode}, {len(images)} images")
     print(tab)
     print(f"wrote {out / 'rd_points.json'}, {out / 'rd_table.md'}, {out / 'rd_curves.png'}")
     return 0

@@ -203,3 +203,43 @@ def _crc_pos(stream: bytes) -> int:
 
 def _body_start(stream: bytes) -> int:
     return _crc_pos(stream) + 4
+
+
+def test_cli_blocks(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from pc15jax import __main__ as cli
+
+    src = tmp_path / "a.png"
+    Image.fromarray((np.random.default_rng(1).random((70, 90)) * 255).astype(np.uint8)).save(src)
+    out = tmp_path / "a.pc15"
+    assert cli.main(["encode", str(src), "-o", str(out), "--blocks", "--gray", "--recon", str(tmp_path / "r.png")]) == 0
+    assert cli.main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "block_map" in info["tools"] and info["planes"][0]["block_sizes"] == [list(g) for g in
+                                                                                 blockmap.DEFAULT_LAYERS]
+    assert sum(info["planes"][0]["regions_per_layer"]) == 2 * 2
+    assert sum(info["generators"].values()) == info["atoms"] + info["generators"].get("FLAT", 0)
+    assert cli.main(["decode", str(out), "-o", str(tmp_path / "d.png")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d.png")), np.asarray(Image.open(tmp_path / "r.png")))
+    assert cli.main(["encode", str(src), "-o", str(tmp_path / "b.pc15"), "--blocks", "--tile", "16"]) == 2
+    assert "leave out --tile" in capsys.readouterr().err and not (tmp_path / "b.pc15").exists()
+
+
+def test_tile_bits_sum_to_the_coded_symbols_bits(coded):
+    _, planes, _ = _parse(coded["bitstream"])
+    model = symbol_model("pc15-v2")
+    specs = blockmap.layer_specs(planes[0].geoms, (130, 140))
+    for sym, spec in zip(planes[0].layers, specs):
+        a, atid, b, btid = model.split(*sym, spec.ny, spec.nx)
+        want = sum(float(model.tables[int(t)].bits()[v]) for v, t in zip(np.concatenate([a, b]), np.concatenate([atid, btid])))
+        per = blockmap.tile_bits(model, sym, spec.ny, spec.nx)
+        assert per.shape == (spec.count,) and per.sum() == pytest.approx(want, rel=1e-9)
+        cost = lambda v, t: float(model.tables[int(t)].bits()[v])  # noqa: E731
+        N, c0 = spec.count, int(sym.count[0])
+        n_vals0 = sum(len(model.layout[int(g)].searched) + (model.layout[int(g)].n_seeds > 1) + 1 for g in sym.gen[0, :c0])
+        first = cost(a[0], atid[0]) + sum(cost(a[N + k], atid[N + k]) for k in range(c0)) + sum(
+            cost(b[k], btid[k]) for k in range(n_vals0)) + cost(b[len(b) - N], btid[len(b) - N])
+        assert per[0] == pytest.approx(first, rel=1e-9)  # tile 0: its count, generators, values and DC

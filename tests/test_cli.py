@@ -70,9 +70,11 @@ def test_bench_rd_quick(tmp_path, capsys):
     assert bench_rd.main(["--images", str(tmp_path / "a.png"), "--gray", "--quick", "--codecs", "pc15,jpeg",
                           "--out", str(tmp_path / "out")]) == 0
     data = json.loads((tmp_path / "out" / "rd_points.json").read_text())
-    assert data["mode"] == "grayscale" and len(data["points"]) == 4
-    assert {"image", "codec", "setting", "bytes", "bpp", "psnr", "ssim", "seconds"} <= set(data["points"][0])
-    assert "BD-rate of PC15 against jpeg" in (tmp_path / "out" / "rd_table.md").read_text()
+    assert data["mode"] == "grayscale" and len(data["points"]) == 5
+    assert {"image", "codec", "setting", "bytes", "bpp", "psnr", "ssim", "blockiness", "blockiness16",
+            "seconds"} <= set(data["points"][0])
+    tab = (tmp_path / "out" / "rd_table.md").read_text()
+    assert "BD-rate of PC15 against jpeg" in tab and "| pc15:blocks |" in tab and "| pc15:ladder |" in tab
     assert (tmp_path / "out" / "rd_curves.png").stat().st_size > 5000
     assert bench_rd.main(["--codecs", "nope"]) == 2
 

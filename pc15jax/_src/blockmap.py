@@ -27,7 +27,7 @@ import struct
 import numpy as np
 
 from ..bitstream import BitstreamError
-from ..bitstream.models import MAX_DC
+from ..bitstream.models import MAX_COEF, MAX_DC, coef_context, count_contexts, dc_delta
 from .tilegrid import TileGridCfg, TileSpec, cover_table, tile_image, tile_windows
 
 __all__ = ["layer_specs", "tile_bits", "DEFAULT_LAYERS", "DEFAULT_REGION", "region_grid", "used_tiles", "tile_regions",
@@ -208,21 +208,35 @@ def unpack_block_map(data: bytes, shapes) -> tuple[tuple[tuple[int, int], ...], 
 def tile_bits(model, sym, ny: int, nx: int) -> np.ndarray:
     """Ideal bits (``-log2 p`` under the coder's tables and contexts) of every tile of a full grid's
     symbols ``sym`` (count, gen, params, seed, coef, dc_q), float64 ``[N]``: the encoder's rate of a
-    tile when choosing the block map."""
-    count = np.asarray(sym[0], np.int64)
+    tile when choosing the block map. Vectorised; it sums to the bits of :meth:`SymbolModel.split`'s
+    symbols (``tests/test_blockmap.py``)."""
+    count, gen, params, seed, coef, dc_q = (np.asarray(v, np.int64) for v in sym)
     N = count.shape[0]
-    a, atid, b, btid = model.split(*sym, ny, nx)
-    bits_a, bits_b = np.zeros(len(a)), np.zeros(len(b))
-    for arr, tid, out in ((a, atid, bits_a), (b, btid, bits_b)):
-        for k in np.unique(tid):
-            sel = tid == k
-            out[sel] = model.tables[int(k)].bits()[arr[sel]]
-    per = bits_a[:N].copy()
-    np.add.at(per, np.repeat(np.arange(N), count), bits_a[N:])  # one generator per atom, tile order
-    gen = np.asarray(sym[1], np.int64)
-    per_gen = np.asarray([len(g.searched) + (g.n_seeds > 1) + 1 for g in model.layout], np.int64)
-    live = np.arange(gen.shape[1])[None, :] < count[:, None]
-    n_vals = np.where(live, per_gen[np.where(live, gen, 0)], 0).sum(1)  # value symbols per tile
-    np.add.at(per, np.repeat(np.arange(N), n_vals), bits_b[: int(n_vals.sum())])
-    per += bits_b[int(n_vals.sum()):]  # the DCs, one per tile
+    K = gen.shape[1] if gen.ndim == 2 else 0
+    bits = lambda tid: model.tables[int(tid)].bits()  # noqa: E731
+    ctx = count_contexts(count, ny, nx)
+    per = np.zeros(N)
+    for c in np.unique(ctx):
+        sel = ctx == c
+        per[sel] += bits(model.count_tid[c])[count[sel]]
+    live = np.arange(K)[None, :] < count[:, None]
+    g = np.where(live, gen, 0)
+    prev = np.concatenate([np.zeros((N, 1), np.int64), g[:, :-1]], axis=1)
+    for pg in np.unique(prev[live]):
+        sel = live & (prev == pg)
+        np.add.at(per, np.nonzero(sel)[0], bits(model.gen_tid[pg])[g[sel]])
+    for k in range(K):
+        sel = live[:, k]
+        if sel.any():
+            per[sel] += bits(model.coef_tid[coef_context(k)])[coef[sel, k] + MAX_COEF]
+    for lay in model.layout:
+        sel = live & (g == lay.id)
+        if not sel.any():
+            continue
+        rows = np.nonzero(sel)[0]
+        for i in lay.searched:
+            np.add.at(per, rows, model.bits(f"param:{lay.id}:{i}")[params[..., i][sel]])
+        if lay.n_seeds > 1:
+            np.add.at(per, rows, model.bits(f"seed:{lay.id}")[seed[sel]])
+    per += model.bits("dc")[dc_delta(dc_q, ny, nx, model.dc_predictor) + MAX_DC]
     return per

@@ -273,10 +273,16 @@ def encode(image, cfg: CodecConfig | None = None) -> dict:
     return _encode_rgb(x, cfg)
 
 
-def _search_plane(x, cfg: CodecConfig, pad_to: int = 0) -> tuple[PlaneSymbols, float, int]:
-    """RD search of one plane -> (symbols, search seconds, tiles). ``pad_to``: see :func:`search_atoms`."""
+def _search_plane(x, cfg: CodecConfig, pad_to: int = 0, keep=None) -> tuple[PlaneSymbols, float, int]:
+    """RD search of one plane -> (symbols, search seconds, tiles). ``pad_to``: see :func:`search_atoms`.
+    ``keep``: bool ``[N]`` or None; the other tiles are searched as their mean on the DC grid, which
+    the DC alone codes exactly, so they skip the atom search (their symbols are not meant to be used)."""
     spec = tile_image(tuple(int(v) for v in x.shape), cfg.grid)
     tiles = extract_tiles(x, spec)
+    if keep is not None and not np.all(keep):
+        t = np.asarray(tiles)
+        flat = np.round(t.mean(axis=(1, 2)) / np.float32(cfg.dc_step)) * np.float32(cfg.dc_step)
+        tiles = jnp.asarray(np.where(np.asarray(keep)[:, None, None], t, flat[:, None, None]).astype(np.float32))
     t1 = time.perf_counter()
     res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg), grid=(spec.ny, spec.nx),
                                              gen_prior=gen_prior(cfg.table_id), pad_to=pad_to))
@@ -317,8 +323,10 @@ def _search_layered(x: np.ndarray, cfg: CodecConfig, pads) -> tuple[LayeredPlane
 
     Every layer searches the whole plane; each region then takes the layer whose own reconstruction
     gives it the lowest ``sum(d) + lambda * bits``: ``d`` is half the search's distortion and half
-    the squared error scaled to the same plane total (:data:`MAP_MSE_SHARE`), ``bits`` the ideal
-    bits of the tiles that start in the region. The tiles no region needs become implied (:mod:`.blockmap`). ``pads[i]``: layer ``i``'s batch
+    the squared error scaled to the first layer's plane total (:data:`MAP_MSE_SHARE`), ``bits`` the
+    ideal bits of the tiles that start in the region. A third layer is searched only in the regions
+    where the second beat the first; its other tiles are searched as flat tiles that skip the atom
+    search. The tiles no region needs become implied (:mod:`.blockmap`). ``pads[i]``: layer ``i``'s batch
     padding, as :func:`search_atoms`'s ``pad_to``.
     """
     shape = tuple(int(v) for v in x.shape)
@@ -326,22 +334,30 @@ def _search_layered(x: np.ndarray, cfg: CodecConfig, pads) -> tuple[LayeredPlane
     region = cfg.block_region
     gy, gx = blockmap.region_grid(shape, region)
     specs = blockmap.layer_specs(cfg.block_sizes, shape)
-    syms, cost, search_s, counts = [], [], 0.0, []
-    for (t, o), spec, pad in zip(cfg.block_sizes, specs, pads):
+    syms, J, search_s, counts, scale = [], [], 0.0, [], None
+    for i, ((t, o), spec, pad) in enumerate(zip(cfg.block_sizes, specs, pads)):
         c = cfg.replace(tile=t, overlap=o, block_sizes=None)
-        sym, s_, n_ = _search_plane(x, c, pad_to=pad)
+        cand = None
+        if i >= 2:  # a third layer only where the second beat the first (on kodim01/07/12 this gave
+            # the same maps as searching it everywhere, and 7 % less encode time)
+            cand = J[i - 1] < J[i - 2]
+        keep = None if cand is None else blockmap.used_tiles(cand.reshape(gy, gx).astype(np.int64), 1, spec, shape,
+                                                             region)
+        sym, s_, n_ = _search_plane(x, c, pad_to=pad, keep=keep)
         search_s += s_
         counts.append(n_)
         y = _reconstruct_plane(_header(c, *shape), sym, shape)
         dmix = _pixel_distortion(x, y, cfg.alpha_mix)
         e = (np.asarray(x, np.float64) - y) ** 2
+        if scale is None:
+            scale = dmix.sum() / max(e.sum(), 1e-12)
         rr = np.bincount(blockmap.tile_regions(spec, shape, region), blockmap.tile_bits(model, sym, spec.ny, spec.nx),
                          gy * gx)
+        w = MAP_MSE_SHARE
+        j = (1 - w) * _region_sums(dmix, region, gy, gx) + w * scale * _region_sums(e, region, gy, gx) \
+            + cfg.lambda_rd * rr
         syms.append(sym)
-        cost.append((_region_sums(dmix, region, gy, gx), _region_sums(e, region, gy, gx), rr))
-    w = MAP_MSE_SHARE
-    scale = sum(c[0].sum() for c in cost) / max(sum(c[1].sum() for c in cost), 1e-12)
-    J = [(1 - w) * dm + w * scale * de + cfg.lambda_rd * rr for dm, de, rr in cost]
+        J.append(j if cand is None else np.where(cand, j, np.inf))
     bmap = np.argmin(np.stack(J), axis=0).reshape(gy, gx)
     layers, used = [], []
     for i, (sym, spec) in enumerate(zip(syms, specs)):
