@@ -144,7 +144,7 @@ def test_unknown_tools_and_empty_tools_blocks_are_refused(camera):
 
     tpos = _tools_pos(base)
     head = bytearray(base[:_crc_pos(base)])
-    head[tpos:tpos + 2] = struct.pack("<H", 0b101)  # a tool this decoder does not know
+    head[tpos:tpos + 2] = struct.pack("<H", 0b1001)  # a tool this decoder does not know
     with pytest.raises(pc.BitstreamError, match="does not know"):
         pc.decode_y(_restamp(base, bytes(head)))
     head[tpos:tpos + 2] = struct.pack("<H", 0)
@@ -154,7 +154,7 @@ def test_unknown_tools_and_empty_tools_blocks_are_refused(camera):
 
 def test_header_validates_tools():
     with pytest.raises(ValueError, match="tools"):
-        C.StreamHeader(H=8, W=8, tile=8, overlap=0, tools=4)
+        C.StreamHeader(H=8, W=8, tile=8, overlap=0, tools=8)
     with pytest.raises(ValueError, match="tool data"):
         C.StreamHeader(H=8, W=8, tile=8, overlap=0, tool_data=b"x")
     assert C.StreamHeader(H=8, W=8, tile=8, overlap=0, tools=1, tool_data=b"\0").tool_names == ("loop_filter",)

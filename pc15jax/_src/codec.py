@@ -303,7 +303,7 @@ def _pixel_distortion(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     return alpha * (1.0 - smap) + (1.0 - alpha) * e
 
 
-# The block map weighs the search's distortion and the squared error (scaled to the same total over
+# The block map weighs the search's distortion and the squared error (scaled to the first layer's total over
 # the plane) equally: the search's own SSIM-heavy cost alone buys SSIM with PSNR (kodim01/07/12 luma
 # against 17/1 alone: PSNR -6.6/-11.6/+0.1 %, SSIM -13.3/-17.6/-20.4 %), the squared error alone the
 # reverse (-7.7/-11.8/-12.8 %, SSIM -6.9/-11.2/+5.1 %); half and half: -8.9/-12.5/-11.8 %, SSIM
