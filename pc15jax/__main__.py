@@ -99,7 +99,10 @@ def load_image(path: str | None, gray: bool) -> tuple[np.ndarray, str]:
 
 
 def _save_png(path: Path, img01: np.ndarray) -> None:
-    """Write a [0, 1] image as an 8-bit PNG, atomically (encoded in memory, then renamed into place)."""
+    """Write a [0, 1] image as an 8-bit PNG, atomically (encoded in memory, then renamed into place).
+
+    zlib level 3, not Pillow's 6: on kodim01 the file is 0.6 % larger and written 2.7x faster
+    (0.047 s against 0.127 s), a quarter of a fresh decode's time."""
     import io
 
     from PIL import Image
@@ -108,7 +111,7 @@ def _save_png(path: Path, img01: np.ndarray) -> None:
 
     u8 = np.round(np.clip(img01, 0.0, 1.0) * 255.0).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(u8).save(buf, format="PNG")
+    Image.fromarray(u8).save(buf, format="PNG", compress_level=3)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 from typing import Sequence
@@ -42,13 +43,13 @@ class RansTable:
 
     Attributes:
       freq: uint32 ``[n]``, every entry >= 1. cdf: uint32 ``[n + 1]`` (``cdf[0] = 0``).
-      precision: bits of the total. lut: uint16/uint32 ``[2**precision]`` slot -> symbol.
+      precision: bits of the total. lut (made on first use): uint16/uint32 ``[2**precision]``
+      slot -> symbol, for the interleaved-lane decoder.
     """
 
     freq: np.ndarray
     cdf: np.ndarray
     precision: int
-    lut: np.ndarray
 
     @property
     def size(self) -> int:
@@ -59,10 +60,17 @@ class RansTable:
         return self.precision - np.log2(self.freq.astype(np.float64))
 
     @functools.cached_property
-    def lists(self) -> tuple[list, list, list]:
-        """``(lut, freq, cdf)`` as Python lists for the symbol-by-symbol decoders, made once per
-        table and only for the tables a stream uses."""
-        return self.lut.tolist(), self.freq.tolist(), self.cdf.tolist()
+    def lut(self) -> np.ndarray:
+        """Slot -> symbol, ``[2**precision]`` (uint16, or uint32 beyond 65535 symbols)."""
+        n = self.size
+        return np.repeat(np.arange(n, dtype=np.uint32 if n > 65535 else np.uint16), self.freq)
+
+    @functools.cached_property
+    def lists(self) -> tuple[list, list]:
+        """``(freq, cdf)`` as Python lists for the symbol-by-symbol decoders, made once per table and
+        only for the tables a stream uses. They find a slot's symbol by bisection on the cdf
+        (``bisect_right(cdf, slot) - 1``), so no ``2**precision`` slot table is made for them."""
+        return self.freq.tolist(), self.cdf.tolist()
 
 
 def build_rans_tables(symbols_or_counts, precision: int = 14, *, alphabet: int | None = None,
@@ -114,8 +122,7 @@ def build_rans_tables(symbols_or_counts, precision: int = 14, *, alphabet: int |
     f += 1
     assert int(f.sum()) == M
     cdf = np.concatenate([[0], np.cumsum(f)]).astype(np.uint32)
-    lut = np.repeat(np.arange(n, dtype=np.uint32 if n > 65535 else np.uint16), f)
-    return RansTable(freq=f.astype(np.uint32), cdf=cdf, precision=int(precision), lut=lut)
+    return RansTable(freq=f.astype(np.uint32), cdf=cdf, precision=int(precision))
 
 
 def lanes_for(n: int) -> int:
@@ -280,14 +287,16 @@ def _decode_scalar(buf, tables, tid, prec, n) -> np.ndarray:
     pos, nw = 2, len(words)
     mask = (1 << prec) - 1
     tids = tid.tolist()
-    luts, freqs, cdfs = [None] * len(tables), [None] * len(tables), [None] * len(tables)
+    freqs, cdfs = [None] * len(tables), [None] * len(tables)
     for k in set(tids):
-        luts[k], freqs[k], cdfs[k] = tables[k].lists
+        freqs[k], cdfs[k] = tables[k].lists
     out = [0] * n
+    find = bisect.bisect_right
     for i, k in enumerate(tids):
         slot = x & mask
-        sym = luts[k][slot]
-        x = freqs[k][sym] * (x >> prec) + slot - cdfs[k][sym]
+        cdf = cdfs[k]
+        sym = find(cdf, slot) - 1
+        x = freqs[k][sym] * (x >> prec) + slot - cdf[sym]
         if x < RANS_L:
             if pos >= nw:
                 raise BitstreamError("rANS payload is truncated")
@@ -394,10 +403,10 @@ class RansDecoder:
 
     def decode(self, table: RansTable) -> int:
         """The next symbol, decoded with ``table``."""
-        _, lut, freq, cdf = self._lists(table)
+        _, freq, cdf = self._lists(table)
         x = self._x
         slot = x & self._mask
-        sym = lut[slot]
+        sym = bisect.bisect_right(cdf, slot) - 1
         x = freq[sym] * (x >> self._prec) + slot - cdf[sym]
         if x < RANS_L:
             if self._pos >= len(self._words):
