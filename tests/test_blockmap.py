@@ -100,6 +100,21 @@ def test_used_tiles_are_the_cores_that_meet_a_mapped_region():
             assert u[iy, ix] == want, (iy, ix)
 
 
+def test_seam_classes_follow_each_regions_layer():
+    from pc15jax._src.loopfilter import pixel_classes
+
+    shape = (100, 150)  # region 32: a 4 x 5 map, the last row and column cut by the border
+    bmap = np.random.default_rng(5).integers(0, 3, (4, 5))
+    got = blockmap.seam_classes(shape, LAYERS, bmap, 32)
+    per = [pixel_classes(*shape, t, o, 3) for t, o in LAYERS]
+    for y in range(shape[0]):
+        for x in range(shape[1]):
+            assert got[y, x] == per[bmap[y // 32, x // 32]][y, x], (y, x)
+    uniform = blockmap.seam_classes(shape, LAYERS, np.ones((4, 5), int), 32)
+    assert np.array_equal(uniform, per[1]) and got.dtype == np.int32
+
+
+
 @pytest.mark.parametrize("predictor", ["med", "left"])
 def test_implied_dc_needs_no_symbol(predictor):
     rng = np.random.default_rng(5)

@@ -31,7 +31,7 @@ from ..bitstream.models import MAX_COEF, MAX_DC, coef_context, count_contexts, d
 from .tilegrid import TileGridCfg, TileSpec, cover_table, tile_image, tile_windows
 
 __all__ = ["layer_specs", "tile_bits", "DEFAULT_LAYERS", "DEFAULT_REGION", "region_grid", "used_tiles", "tile_regions",
-           "implied_dc", "blend_layers", "pack_block_map", "unpack_block_map", "check_layers"]
+           "implied_dc", "blend_layers", "pack_block_map", "unpack_block_map", "check_layers", "seam_classes"]
 
 DEFAULT_LAYERS = ((34, 2), (17, 1), (9, 1))  # kodim01/07/12 luma: 34/2 beat 36/4 (see README)
 DEFAULT_REGION = 64
@@ -153,6 +153,23 @@ def blend_layers(layer_tiles, specs, used, shape, window: str = "hann", window_p
         num += n[:H, :W]
         den += d[:H, :W]
     return num / den
+
+
+def seam_classes(shape, layers, block_map: np.ndarray, region: int) -> np.ndarray:
+    """The loop filter's three seam classes of a block-map plane -> int32 ``[H, W]``.
+
+    Each pixel takes its class (0 at a seam centre, 1 next to it, 2 inside: see
+    :func:`pixel_classes`) from the tile grid of its own region's layer, so a pixel inside a large
+    tile is not classed by the finest layer's seams. Region boundaries are seams of every layer
+    (the strides divide ``region``), so each region's classes meet its neighbours' there."""
+    from .loopfilter import pixel_classes
+
+    H, W = int(shape[0]), int(shape[1])
+    per_layer = np.stack([pixel_classes(H, W, t, o, 3) for t, o in layers])  # [n_layers, H, W]
+    ry = np.minimum(np.arange(H) // region, block_map.shape[0] - 1)
+    rx = np.minimum(np.arange(W) // region, block_map.shape[1] - 1)
+    layer = np.asarray(block_map, np.int64)[ry[:, None], rx[None, :]]
+    return np.take_along_axis(per_layer, layer[None], axis=0)[0].astype(np.int32)
 
 
 def layer_specs(layers, shape) -> list[TileSpec]:

@@ -27,7 +27,7 @@ from .config import CodecConfig, resolve_config
 from .decoder import (LayeredPlane, PlaneSymbols, _class_bits, _header_window_params, _parse,  # noqa: F401
                       _plane_filters, _read_bytes, _reconstruct_all, _reconstruct_plane, _records_to_symbols,
                       _symbols_to_records, decode, decode_native, decode_y, generator_histogram, generator_layout,
-                      plane_layers, read_bitstream, split_plane, stream_bank, stream_info, symbol_model)
+                      plane_layers, plane_seams, read_bitstream, split_plane, stream_bank, stream_info, symbol_model)
 from .loopfilter import NO_FILTER, fit_loop_filter, pack_filters
 from .pipeline import as_gray_float
 from .score import RateModel
@@ -395,8 +395,9 @@ def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: s
     if not cfg.loop_filter:
         return h0, [NO_FILTER] * len(planes), pre
     lams = [cfg.lambda_rd] + [cfg.lambda_rd * cfg.chroma_lambda] * (len(planes) - 1)
-    filters = [fit_loop_filter(x, y, h0.tile, h0.overlap, lam, cfg.alpha_mix)
-               for x, y, lam in zip(originals, pre, lams)]
+    shapes = plane_shapes(layout, H, W)
+    filters = [fit_loop_filter(x, y, h0.tile, h0.overlap, lam, cfg.alpha_mix, plane_seams(sym, shp))
+               for x, y, lam, sym, shp in zip(originals, pre, lams, planes, shapes)]
     return _header(cfg, H, W, layout, filters, maps), filters, pre
 
 

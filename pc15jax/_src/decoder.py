@@ -218,10 +218,19 @@ def _plane_filters(h: StreamHeader) -> list[np.ndarray]:
     return _block_tool(h)[0]
 
 
+def plane_seams(sym, shape) -> np.ndarray | None:
+    """The loop filter's seam classes of a block-map plane (int32 ``[H, W]``: each region's own
+    layer's seams); None for one grid, whose classes follow the header's tile and overlap."""
+    if not isinstance(sym, LayeredPlane):
+        return None
+    return blockmap.seam_classes(shape, sym.geoms, sym.block_map, sym.region)
+
+
 def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, pre=None) -> np.ndarray:
     """A plane as the decoder outputs it: rendered and blended (or ``pre``, that already), then filtered."""
     y = _reconstruct_plane(h, sym, shape) if pre is None else pre
-    return filter_plane(y, taps, h.tile, h.overlap)
+    seams = plane_seams(sym, shape) if taps.shape[0] == 3 else None
+    return filter_plane(y, taps, h.tile, h.overlap, seams)
 
 
 def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], filters: list[np.ndarray], pre=None) -> np.ndarray:

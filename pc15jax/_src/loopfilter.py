@@ -118,13 +118,16 @@ def box_mean(x: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: float, alpha: float) -> np.ndarray:
+def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: float, alpha: float,
+                    seams: np.ndarray | None = None) -> np.ndarray:
     """The encoder's choice for one plane -> int32 taps ``[C, 12]`` (``C`` in ``CLASS_CHOICES``, or 0 rows: off).
 
     Args:
       x: the original plane, float ``[H, W]`` in [0, 1].
       y: its decoded plane before the filter (what :func:`apply_loop_filter` will filter).
       tile, overlap: the plane's tile grid. lam: the plane's ``lambda_rd``. alpha: ``alpha_mix``.
+      seams: the three seam classes, int ``[H, W]``, where they do not follow ``tile``/``overlap``
+        (a block-map plane: :func:`..blockmap.seam_classes`).
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
@@ -134,7 +137,7 @@ def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: 
     e = x - y
     # Normal equations of the finest partition once (one pass over the pixels); a coarser class
     # choice sums them, since every choice's classes are unions of the three seam classes.
-    fine = pixel_classes(H, W, tile, overlap, max(CLASS_CHOICES))
+    fine = pixel_classes(H, W, tile, overlap, max(CLASS_CHOICES)) if seams is None else np.asarray(seams)
     stats = []
     for c in range(max(CLASS_CHOICES)):
         m = fine == c
@@ -205,10 +208,13 @@ def _classes(H: int, W: int, tile: int, overlap: int, n: int) -> np.ndarray:
     return c
 
 
-def filter_plane(y, taps: np.ndarray, tile: int, overlap: int) -> np.ndarray:
-    """A decoded plane (float32 ``[H, W]``) through its signalled filter (unchanged when the plane has none)."""
+def filter_plane(y, taps: np.ndarray, tile: int, overlap: int, seams: np.ndarray | None = None) -> np.ndarray:
+    """A decoded plane (float32 ``[H, W]``) through its signalled filter (unchanged when the plane has none).
+    ``seams``: the plane's three seam classes where they do not follow ``tile``/``overlap``."""
     y = np.asarray(y, np.float32)
     if taps.shape[0] == 0:
         return y
     H, W = y.shape
+    if taps.shape[0] == 3 and seams is not None:
+        return apply_loop_filter(y, seams, taps)
     return apply_loop_filter(y, _classes(H, W, tile, overlap, taps.shape[0]), taps)
