@@ -5,7 +5,9 @@
   the old file as it was.
 * :func:`user_cache_dir`: a tool's cache folder (an environment variable, else under
   ``$XDG_CACHE_HOME``).
-* :func:`enable_compilation_cache`: JAX's persistent compilation cache for a command-line tool.
+* :func:`enable_compilation_cache`: JAX's persistent compilation cache for a command-line tool, and
+  the executable cache of :mod:`shared_runtime.aot` (``aot.jit``: programs a fresh process loads
+  without tracing them).
 * :func:`join_processes`: ``jax.distributed.initialize`` for ``--coordinator HOST:PORT
   --num-processes N --process-id I``, with checked arguments and one-line errors.
 """
@@ -56,9 +58,12 @@ def user_cache_dir(env_var: str, app: str, name: str) -> str:
 
 def enable_compilation_cache(env_var: str, app: str) -> None:
     """Turn on JAX's persistent compilation cache in ``$env_var``, by default
-    ``$XDG_CACHE_HOME/<app>/jax`` (``~/.cache/<app>/jax``), so later runs skip most compiling.
-    A folder that cannot be created (read-only home) leaves the cache off."""
+    ``$XDG_CACHE_HOME/<app>/jax`` (``~/.cache/<app>/jax``), so later runs skip most compiling,
+    and the executable cache of :mod:`shared_runtime.aot` in its ``aot`` folder, so they skip
+    tracing and lowering too. A folder that cannot be created (read-only home) leaves them off."""
     import jax
+
+    from . import aot
 
     cache = user_cache_dir(env_var, app, "jax")
     try:
@@ -66,7 +71,8 @@ def enable_compilation_cache(env_var: str, app: str) -> None:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     except OSError:
-        pass
+        return
+    aot.enable_executable_cache(os.path.join(cache, "aot"))
 
 
 def join_processes(coordinator: str | None, num_processes: int | None, process_id: int | None, *,

@@ -14,10 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared_runtime import aot
+
 __all__ = ["feather_weights", "assemble"]
 
 
-@partial(jax.jit, static_argnames=("steps",))
+@partial(aot.jit, static_argnames=("steps",))
 def _chamfer(inside, steps: int):
     """Chamfer (1, sqrt 2) distance to the nearest pixel outside ``inside`` (the array border counts
     as outside), saturated at ``steps``; ``steps`` sweeps of a 3x3 min-plus filter."""
@@ -86,7 +88,7 @@ def feather_weights(coverage, *, width: float = 32.0, use_coverage: bool = True)
     return _feather(cov, jnp.float32(width), steps=int(math.ceil(width)), use_coverage=bool(use_coverage))
 
 
-@partial(jax.jit, static_argnames=("steps", "use_coverage"))
+@partial(aot.jit, static_argnames=("steps", "use_coverage"))
 def _feather(cov, width, *, steps: int, use_coverage: bool):
     cov = jnp.where(jnp.isfinite(cov), cov, 0.0)
     inside = cov > 0
@@ -122,7 +124,7 @@ def _accumulate(tiles, weights, coverage, offsets, gains, shifts, canvas_shape):
     return lax.fori_loop(0, T, add, (num, den, cov, ws))
 
 
-@partial(jax.jit, static_argnames=("canvas_shape",))
+@partial(aot.jit, static_argnames=("canvas_shape",))
 def _assemble(tiles, weights, offsets, *, canvas_shape):
     T, _, _, C = tiles.shape
     H, W = canvas_shape
@@ -134,7 +136,7 @@ def _assemble(tiles, weights, offsets, *, canvas_shape):
     return mosaic, jnp.max(den, axis=-1)
 
 
-@partial(jax.jit, static_argnames=("canvas_shape",))
+@partial(aot.jit, static_argnames=("canvas_shape",))
 def assemble_scaled(tiles, weights, coverage, offsets, gains, shifts, *, canvas_shape):
     """The pipeline's assembly of one canvas band: tiles ``[T, h, w, C]`` scaled ``g t + o``
     (``gains``, ``shifts`` ``[T, C]``), feather ``weights`` and ``coverage`` ``[T, h, w]``, int32

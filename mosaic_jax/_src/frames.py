@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared_runtime import aot
+
 from .devices import Cluster, local_mesh, pad_batch, shard_batch
 from .io import FrameInfo, FrameSkipped, MosaicInputError, find_inputs, load_frame, scan_frame
 from .photometry import _erode, channel_noise
@@ -91,7 +93,7 @@ def frame_window(box, shape, q: int = 32):
     return y0, x0, h, w
 
 
-@jax.jit
+@aot.jit
 def frame_noise(d):
     """Pixel noise per channel of a frame window ``[h, w, C]`` -> ``[C]``."""
     return channel_noise(d)
@@ -110,7 +112,7 @@ def _products(r, C: int, weight: float, erode: int):
     return d, jnp.where(ok, wm, 0.0), m, ok
 
 
-@partial(jax.jit, static_argnames=("C", "erode"))
+@partial(aot.jit, static_argnames=("C", "erode"))
 def _window_stage(r, weight, *, C: int, erode: int):
     d, wm, m, ok = _products(r, C, weight, erode)
     noise = channel_noise(d)
@@ -251,7 +253,7 @@ def _corr(a, b, m):
     return jnp.where((va > 0) & (vb > 0), c, -jnp.inf)
 
 
-@jax.jit
+@aot.jit
 def seeing_scores(la, lb, m):
     """Correlations of two frames' high-passed luminance crops ``[P, s, s]`` (good pixels ``m``)
     under each candidate blur: ``[P, 1 + 2 (len(PSF_BLURS) - 1)]``, candidate 0 unblurred, then for

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from shared_runtime import atomic_write
+from shared_runtime import aot, atomic_write
 
 __all__ = [
     "MosaicInputError",
@@ -257,7 +257,7 @@ def scan_frame(path, weight: float = 1.0, exposure: float | None = None, *, allo
     return FrameInfo(str(path), i, shape, channels, bayer, wcs, float(weight), exposure, alpha, source)
 
 
-@partial(jax.jit, static_argnames=("pattern",))
+@partial(aot.jit, static_argnames=("pattern",))
 def _debayer(raw, pattern: str):
     """Bilinear demosaic: each colour plane is its masked samples filtered by the bilinear kernel,
     normalised by the filtered mask (exact for the standard 2x2 CFAs, and NaN-aware)."""

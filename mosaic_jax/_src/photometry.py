@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared_runtime import aot
+
 __all__ = [
     "overlap_mask",
     "compute_tile_photometric_scaling",
@@ -55,7 +57,7 @@ def _as_hwc(tile, name="tile") -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnames=("n",))
+@partial(aot.jit, static_argnames=("n",))
 def _erode(mask: jax.Array, n: int) -> jax.Array:
     """Binary erosion with a 3x3 square, ``n`` times (outside the array counts as False)."""
     m = mask.astype(jnp.float32)
@@ -241,7 +243,7 @@ def _fit_channel(x2d, y2d, m, gain_lo, gain_hi, n_iter: int = 6, noise=None) -> 
     return _Fit(g.astype(jnp.float32), jnp.where(jnp.isfinite(o), o, 0.0).astype(jnp.float32), n, identifiable)
 
 
-@partial(jax.jit, static_argnames=("n_iter",))
+@partial(aot.jit, static_argnames=("n_iter",))
 def _scaling(ref, tgt, mask, gain_lo, gain_hi, n_iter: int = 6, noise_ref=None, noise_tgt=None) -> _Fit:
     """Per-channel fits; ``noise_ref``/``noise_tgt`` ``[C]``: known pixel noise (else measured)."""
     if noise_ref is None or noise_tgt is None:
@@ -293,7 +295,7 @@ def compute_tile_photometric_scaling(reference_tile, target_tile, *, mask=None, 
     return fit.gain, fit.offset
 
 
-@jax.jit
+@aot.jit
 def _apply(tile, gains, offsets):
     return jnp.where(jnp.isfinite(tile), tile * gains + offsets, tile)
 
@@ -525,7 +527,7 @@ def _pair_residuals(pairs, g, o, G, O):
 # ----------------------------------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnames=())
+@partial(aot.jit, static_argnames=())
 def _rgb_stats(tile, lo_pct, hi_pct):
     valid = jnp.all(jnp.isfinite(tile), axis=-1)
     lum = jnp.mean(tile, axis=-1)

@@ -19,6 +19,8 @@ import numpy as np
 from astropy.wcs import WCS
 from jax import lax
 
+from shared_runtime import aot
+
 __all__ = ["BACKENDS", "tile_wcs", "pixel_map_nodes", "resample_bilinear", "reproject_frame"]
 
 BACKENDS = ("jax", "reproject")
@@ -64,13 +66,13 @@ def pixel_map_nodes(frame_wcs: WCS, out_wcs: WCS, y0: int, x0: int, h: int, w: i
     return nodes, _interp_matrix(h, ny), _interp_matrix(w, nx)
 
 
-@jax.jit
+@aot.jit
 def _interp_nodes(rel, My, Mx, origin):
     """Nodes relative to ``origin`` (small numbers: float32 keeps ~1e-5 pixel) -> every pixel."""
     return jnp.einsum("ha,abk,wb->hwk", My, rel, Mx, precision=lax.Precision.HIGHEST) + origin
 
 
-@jax.jit
+@aot.jit
 def resample_bilinear(image, coords):
     """Bilinear resampling, ``reproject``'s conventions.
 

@@ -51,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared_runtime import aot
+
 from .photometry import COARSE_SAMPLES, MIN_CORRELATION, _deming, _masked_median
 from .photometry import _components as _graph_components
 
@@ -162,7 +164,7 @@ def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int):
             jnp.where(jnp.isfinite(s), s, 0.0))
 
 
-@partial(jax.jit, static_argnames=("degree", "pair_degree", "n_iter", "batch"))
+@partial(aot.jit, static_argnames=("degree", "pair_degree", "n_iter", "batch"))
 def pair_statistics(A, B, mask, yx, norm_i, norm_j, norm_p, sig_a, sig_b, fit_gain, gain_bounds, *,
                     degree: int, pair_degree: int | None = None, n_iter: int = 6, batch: int = 1) -> PairStats:
     """Sufficient statistics of a batch of frame pairs (see the module docstring).
@@ -515,7 +517,7 @@ def degree_of(M: int) -> int:
     return d
 
 
-@partial(jax.jit, static_argnames=("degree",))
+@partial(aot.jit, static_argnames=("degree",))
 def apply_frame_sky(data, y0, x0, gains, coeffs, norm, *, degree: int):
     """Corrected frame window ``gains * data - P(y, x)``.
 

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared_runtime import aot
+
 from .photometry import MIN_PIXELS, _lerp_quantile, _quantile_ranks, _scaling, channel_noise, solve_tile_photometry
 
 __all__ = ["stack_frames", "frame_weights", "NORMALIZE", "REJECT"]
@@ -255,7 +257,7 @@ def combine_values(v, wt, klo, khi, lims, *, reject: str, n_iter: int):
     return out, jnp.mean(_sum0(keep).astype(jnp.float32), axis=-1)
 
 
-@partial(jax.jit, static_argnames=("reject", "n_iter", "chunk", "depth"))
+@partial(aot.jit, static_argnames=("reject", "n_iter", "chunk", "depth"))
 def _combine(f, w, klo, khi, lims, *, reject: str, n_iter: int, chunk: int, depth: int):
     N, H, W, C = f.shape
     Hp = -(-H // chunk) * chunk

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared_runtime import aot
+
 from .devices import Cluster, local_mesh, pad_batch, shard_batch
 from .feather import feather_weights
 from .frames import MIN_PAIR_PIXELS, PAIR_FIT_PIXELS, frame_noise, intersect
@@ -60,7 +62,7 @@ def layers(tile, windows, frame_ids):
     return out
 
 
-@partial(jax.jit, static_argnames=("reject", "n_iter"))
+@partial(aot.jit, static_argnames=("reject", "n_iter"))
 def stack_bands(cube, wts, klo, khi, lims, *, reject: str, n_iter: int):
     """A batch of tile bands: ``cube [B, D, r, w, C]`` (NaN = no data), ``wts [B, D, r, w]`` ->
     ``(data [B, r, w, C], kept [B, r, w])``. Each band on its own: the batch axis is split over
@@ -187,12 +189,12 @@ def read_tile(work: WorkDir, i: int, name: str = "d", box=None, step: int = 1) -
     return a * work.get(("tm", i), "rgb_gains") if name == "d" else a
 
 
-@partial(jax.jit, static_argnames=("erode",))
+@partial(aot.jit, static_argnames=("erode",))
 def _pair_mask(ca, cb, a, b, min_coverage, erode: int):
     return overlap_mask(ca, cb, a, b, min_coverage=min_coverage, erode=erode)
 
 
-@partial(jax.jit, static_argnames=("batch",))
+@partial(aot.jit, static_argnames=("batch",))
 def _batched_scaling(A, B, M, lo, hi, SA, SB, batch: int):
     """Pair fits, ``batch`` pairs at a time (bounded memory for large overlaps)."""
     from jax import lax

@@ -13,9 +13,8 @@ import time
 from collections import Counter
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from shared_runtime import atomic_write_bytes
+from shared_runtime import aot, atomic_write_bytes
 
 from ..bitstream import rans_encode
 from ..bitstream.container import TOOLS, StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes
@@ -70,7 +69,7 @@ def rate_model_from_symbols(model: SymbolModel, cfg: CodecConfig) -> RateModel:
     dc = model.bits("dc")
     p_dc = np.exp2(-dc)
     dc_bits = np.full((cfg.dc_levels,), float(np.sum(p_dc * dc) / np.sum(p_dc)))
-    f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))  # noqa: E731  (cast on the host: no device programs)
+    f32 = lambda a: aot.device_array(a, np.float32)  # noqa: E731  (cast on the host: no device programs)
     return RateModel(f32(model.bits("count")), f32(model.context_bits("count")), f32(gen_bits), f32(param_bits),
                      f32(seed_bits), f32(coef), f32(dc_bits))
 
@@ -282,7 +281,7 @@ def _search_plane(x, cfg: CodecConfig, pad_to: int = 0, keep=None) -> tuple[Plan
     if keep is not None and not np.all(keep):
         t = np.asarray(tiles)
         flat = np.round(t.mean(axis=(1, 2)) / np.float32(cfg.dc_step)) * np.float32(cfg.dc_step)
-        tiles = jnp.asarray(np.where(np.asarray(keep)[:, None, None], t, flat[:, None, None]).astype(np.float32))
+        tiles = aot.device_array(np.where(np.asarray(keep)[:, None, None], t, flat[:, None, None]), np.float32)
     t1 = time.perf_counter()
     res = jax.block_until_ready(search_atoms(tiles, cfg, codec_tables(cfg), grid=(spec.ny, spec.nx),
                                              gen_prior=gen_prior(cfg.table_id), pad_to=pad_to))
@@ -432,7 +431,7 @@ def _encode_gray(x: np.ndarray, cfg: CodecConfig) -> dict:
 def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
     H, W = rgb.shape[:2]
-    ycc = np.asarray(rgb_to_ycbcr(jnp.asarray(rgb)))  # planes sliced on the host: no slicing programs
+    ycc = np.asarray(rgb_to_ycbcr(aot.device_array(rgb)))  # planes sliced on the host: no slicing programs
     planes, originals, search_s, tiles, luma_batches = [], [], 0.0, 0, None
     chroma = cfg.replace(lambda_rd=cfg.lambda_rd * cfg.chroma_lambda)
     for plane, c in ((ycc[..., 0], cfg), (subsample_420(np.ascontiguousarray(ycc[..., 1])), chroma),

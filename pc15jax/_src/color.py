@@ -17,6 +17,8 @@ import functools
 
 import numpy as np
 
+from shared_runtime import aot
+
 __all__ = ["rgb_to_ycbcr", "ycbcr_to_rgb", "subsample_420", "upsample_420", "as_rgb_float"]
 
 _FWD = np.array([[0.299, 0.587, 0.114],
@@ -31,12 +33,12 @@ def _forward_programs():
     import jax
     import jax.numpy as jnp
 
-    @jax.jit
+    @aot.jit
     def fwd(rgb):
         ycc = jnp.einsum("...c,kc->...k", rgb, jnp.asarray(_FWD), precision=jax.lax.Precision.HIGHEST)
         return ycc + jnp.asarray(_CENTRE)
 
-    @jax.jit
+    @aot.jit
     def sub(plane):
         H, W = plane.shape
         p = jnp.pad(plane, ((0, H % 2), (0, W % 2)), mode="edge")

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared_runtime import aot
+
 from . import dictcache
 from . import generators as gens
 from .dictcache import set_dictionary_cache
@@ -167,7 +169,7 @@ def _nested_coarse_and_neighbours(bank, offsets):
             np.asarray([r + [r[0]] * (W - len(r)) for r in rows], np.int32))
 
 
-@jax.jit
+@aot.jit
 def _normalise(raw, sw):
     """raw ``[A, n]`` -> weighted, offset-free, unit-norm atoms; degenerate -> 0. Also the norms."""
     e = sw / jnp.linalg.norm(sw)
@@ -214,7 +216,7 @@ def _cached_dictionary(tile: int, overlap: int, gamma: float, power: float, seed
             d = _build_dictionary(tile, overlap, gamma, power, seed, bank)
         arrs = {k: np.asarray(getattr(d, k)) for k in dictcache.FIELDS}
         dictcache.save_arrays(path, arrs)
-    return Dictionary(tile=tile, atoms=jnp.asarray(arrs["atoms"]), sw=jnp.asarray(arrs["sw"]),
+    return Dictionary(tile=tile, atoms=aot.device_array(arrs["atoms"]), sw=aot.device_array(arrs["sw"]),
                       **{k: arrs[k] for k in dictcache.FIELDS[2:]}, bank=bank)
 
 
@@ -223,12 +225,12 @@ def _build_dictionary(tile: int, overlap: int, gamma: float, power: float, seed:
     bank = gens.list_generators(bank_name)
     offsets = dictcache.bank_offsets(bank_name)
     m = seam_penalty_mask(tile, overlap, power)
-    sw = jnp.asarray(np.sqrt(1.0 + gamma * m.astype(np.float64)).astype(np.float32).reshape(-1))
+    sw = aot.device_array(np.sqrt(1.0 + gamma * m.astype(np.float64)).astype(np.float32).reshape(-1))
     raws, gid, pidx, ssym = [], [], [], []
     for g in bank:
         lvl, vals, seeds = _grid_table(g)
         raw_seeds = derive_seed(seed, seeds) if g.seeded else np.zeros(len(seeds), np.uint32)
-        raw = gens._render_batch(jnp.asarray(vals), jnp.asarray(raw_seeds), gen_id=g.id, H=tile, W=tile)
+        raw = gens._render_batch(aot.device_array(vals), aot.device_array(raw_seeds), gen_id=g.id, H=tile, W=tile)
         raws.append(raw.reshape(raw.shape[0], tile * tile))
         gid.append(np.full(len(lvl), g.id, np.int32))
         p = np.zeros((len(lvl), gens.MAX_PARAMS), np.int32)

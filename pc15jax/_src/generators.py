@@ -38,6 +38,8 @@ __all__ = [
     "RENDER_FNS",
 ]
 
+from shared_runtime import aot
+
 from .genspec import (BANKS, MAX_PARAMS, Generator, ParamSpec, _BANK, get_generator,  # noqa: F401  (re-exported)
                       list_generators, refined)
 
@@ -362,7 +364,7 @@ def render_one(gen: Generator, coords: Coords, pvec: jax.Array, seed: jax.Array)
     return jnp.clip(out.astype(jnp.float32), -1.0, 1.0)
 
 
-@partial(jax.jit, static_argnames=("gen_id", "H", "W"))
+@partial(aot.jit, static_argnames=("gen_id", "H", "W"))
 def _render_batch(pvecs: jax.Array, seeds: jax.Array, *, gen_id: int, H: int, W: int) -> jax.Array:
     gen = _BANK[gen_id]
     coords = Coords(H, W)

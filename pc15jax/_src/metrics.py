@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared_runtime import aot
+
 __all__ = ["psnr", "ssim", "ssim_map", "mse", "gaussian_kernel"]
 
 SSIM_SIGMA = 1.5
@@ -40,7 +42,7 @@ def gaussian_kernel(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS) -> np.
 
 
 def _as_float(x):
-    x = jnp.asarray(x)
+    x = aot.device_array(x)
     return x.astype(jnp.result_type(x.dtype, jnp.float32)) if x.dtype != jnp.float64 else x
 
 
@@ -160,7 +162,7 @@ def ssim(a, b, max_val: float = 1.0) -> jax.Array:
     return _ssim_planes(a, b, max_val)
 
 
-@jax.jit  # one program per shape (eager, its ~50 operations would each be compiled in a new process)
+@aot.jit  # one program per shape (eager, its ~50 operations would each be compiled in a new process)
 def _ssim_planes(a, b, max_val):
     H, W = a.shape[-2:]
     if min(H, W) < 2 * SSIM_RADIUS + 1:  # no full window fits: one window, the whole plane
@@ -188,7 +190,7 @@ def mse(a, b) -> jax.Array:
     return _mse(a, b)
 
 
-@jax.jit
+@aot.jit
 def _mse(a, b):
     return jnp.mean((a - b) ** 2, axis=(-2, -1))
 

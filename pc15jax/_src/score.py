@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared_runtime import aot
+
 from ..bitstream.models import N_COEF_CTX, N_COUNT_CTX
 from . import generators as gens
 from .metrics import ssim_map
@@ -77,7 +79,7 @@ def uniform_rate_model(max_coef: int, dc_levels: int, max_atoms: int = 16) -> Ra
                      f32(seed_bits), f32(np.tile(coef_bits, (N_COEF_CTX, 1))), f32(dc_bits))
 
 
-@jax.jit  # one program (eager, each gather would be compiled on its own in a new process)
+@aot.jit  # one program (eager, each gather would be compiled on its own in a new process)
 def atom_static_bits(model: RateModel, gen_id: np.ndarray, param_idx: np.ndarray,
                      seed_sym: np.ndarray) -> jax.Array:
     """Bits of (generator, parameter indices, seed) per atom, for every previous generator in the

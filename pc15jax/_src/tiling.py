@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared_runtime import aot
+
 from .tilegrid import (WINDOWS, TileGridCfg, TileSpec, _image_hw, cover_table, resolve_window,  # noqa: F401
                        seam_penalty_mask, tile_image, tile_starts, tile_windows)
 
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 
-@partial(jax.jit, static_argnames=("spec",))
+@partial(aot.jit, static_argnames=("spec",))
 def _extract(image, *, spec: TileSpec):
     T = spec.size
     pad = ((0, spec.Hp - spec.H), (0, spec.Wp - spec.W))
@@ -53,10 +55,10 @@ def extract_tiles(image, spec: TileSpec) -> jax.Array:
     H, W = _image_hw(image)
     if (H, W) != (spec.H, spec.W):
         raise ValueError(f"image is {H}x{W} but the spec was made for {spec.H}x{spec.W}")
-    return _extract(jnp.asarray(image, jnp.float32), spec=spec)
+    return _extract(aot.device_array(image, np.float32), spec=spec)
 
 
-@partial(jax.jit, static_argnames=("spec", "window", "window_params"))
+@partial(aot.jit, static_argnames=("spec", "window", "window_params"))
 def _blend(tiles, *, spec: TileSpec, window: str, window_params):
     T = spec.size
     wy, wx = tile_windows(spec, window, dict(window_params) if window_params else None)
@@ -102,4 +104,4 @@ def blend(tiles, spec: TileSpec, H: int | None = None, W: int | None = None, win
         raise ValueError(f"tiles must have shape {(spec.count, spec.size, spec.size)}, got {shape}")
     resolve_window(window, window_params, spec.size, spec.overlap)  # validate eagerly
     wp = tuple(sorted((window_params or {}).items()))
-    return _blend(jnp.asarray(tiles), spec=spec, window=window, window_params=wp)
+    return _blend(aot.device_array(tiles), spec=spec, window=window, window_params=wp)

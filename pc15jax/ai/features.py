@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from shared_runtime import aot
+
 from .._src.generators import list_generators
 
 __all__ = ["tile_features", "N_FEATURES", "N_GENERATORS", "N_STAGES", "summary_features", "COL_PYRAMID4",
@@ -54,7 +56,7 @@ def summary_features(resid: jax.Array) -> jax.Array:
                       jnp.full((N,), jnp.log2(T) / 5.0, jnp.float32)], axis=1)
 
 
-@jax.jit
+@aot.jit
 def tile_features(resid: jax.Array, stage: jax.Array, prev_gen: jax.Array) -> jax.Array:
     """Raw features of residual tiles -> float32 ``[N, N_FEATURES]`` (see the module docstring)."""
     N = resid.shape[0]

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from shared_runtime import aot
+
 from ...bitstream.models import COUNT_BUCKET, MAX_ATOMS, NO_TILE
 from .. import hooks as _hooks
 from ..config import CodecConfig
@@ -83,7 +85,7 @@ class CountGrid(NamedTuple):
             left[r] = np.where(r % nx > 0, r - 1, -1)
             up[r] = np.where(r >= nx, r - nx, -1)
             priced[r] = True
-        return cls(jnp.asarray(left), jnp.asarray(up), jnp.asarray(priced))
+        return cls(aot.device_array(left), aot.device_array(up), aot.device_array(priced))
 
 
 def count_context(count, cg: CountGrid) -> jax.Array:
@@ -113,7 +115,7 @@ def stage(tiles, inp: StageInput | None, order, n_blocks, t: SearchTables, p: Se
     return blocks(lambda a: search_more_block(a[0], a[1], t, p, **kw), (tiles, inp), order, n_blocks, block)
 
 
-run_stage = jax.jit(stage, static_argnames="spec")
+run_stage = aot.jit(stage, static_argnames="spec")
 run_stage.__doc__ = "Jitted :func:`stage` (one stage on its own, for benchmarks and tests)."
 
 
@@ -140,7 +142,7 @@ def _pursue(tiles, n_tiles, cg: CountGrid, t: SearchTables, p: SearchParams, gt,
     return lax.while_loop(keep_going, more, (jnp.int32(1), st))[1]
 
 
-pursue = jax.jit(_pursue, static_argnames=("spec", "max_atoms"))
+pursue = aot.jit(_pursue, static_argnames=("spec", "max_atoms"))
 pursue.__doc__ = """Greedy matching pursuit of a padded batch ``tiles`` float32 ``[Np, T, T]``, of which the
 first ``n_tiles`` (int32 scalar, traced) are real, up to ``max_atoms`` atoms per tile, on the
 device -> :class:`PursuitState`. One program per (``Np``, ``spec``, ``max_atoms``, table shapes)."""
@@ -157,13 +159,13 @@ def pad_tiles(tiles: jax.Array, pad_to: int = 0) -> jax.Array:
 
 
 def _check_tiles(tiles, cfg: CodecConfig) -> jax.Array:
-    tiles = jnp.asarray(tiles, jnp.float32)
+    tiles = aot.device_array(tiles, np.float32)
     if tiles.ndim != 3 or tiles.shape[1:] != (cfg.tile, cfg.tile):
         raise ValueError(f"tiles must have shape [N, {cfg.tile}, {cfg.tile}], got {tuple(tiles.shape)}")
     return tiles
 
 
-@functools.partial(jax.jit, static_argnames="spec")
+@functools.partial(aot.jit, static_argnames="spec")
 def _first_stage(tiles, n_tiles, t: SearchTables, p: SearchParams, *, spec: StageSpec) -> SearchResult:
     order, n_blocks = stage_order(jnp.arange(tiles.shape[0]) < n_tiles, block_size(tiles.shape[0]))
     return stage(tiles, None, order, n_blocks, t, p, spec=spec)

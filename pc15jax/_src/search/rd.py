@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from shared_runtime import aot
+
 from ..metrics import K1, K2
 from ..score import rd_cost
 from .tables import HIGHEST, SearchParams, SearchTables, atom_ssim_tables, gauss_tiles
@@ -256,7 +258,7 @@ def finalise_costs(pr: Residual, t: SearchTables, p: SearchParams, cand, first: 
     return Costs(cand, k, c_hat, a, j, d, bits)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "beam", "shortlist"))
+@functools.partial(aot.jit, static_argnames=("mode", "beam", "shortlist"))
 def search_block(tiles, t: SearchTables, p: SearchParams, *, mode: str, beam: int, shortlist: int) -> SearchResult:
     pr = prepare(tiles, t, p)
     flat_d_proxy = (p.alpha * pr.kappa + (1.0 - p.alpha)) * (pr.energy + pr.dc_err) / jnp.sum(t.sw * t.sw)
@@ -272,7 +274,7 @@ def search_block(tiles, t: SearchTables, p: SearchParams, *, mode: str, beam: in
     return lax.cond(jnp.all(flat_d_proxy <= p.early_exit), all_flat, full, None)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "beam", "shortlist"))
+@functools.partial(aot.jit, static_argnames=("mode", "beam", "shortlist"))
 def search_more_block(tiles, inp: StageInput, t: SearchTables, p: SearchParams, *, mode: str, beam: int,
                       shortlist: int) -> SearchResult:
     """One more matching-pursuit stage of a block: the best next atom of every tile, or atom 0 (stop)."""

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared_runtime import aot
+
 from ..config import CodecConfig
 from ..dictionary import Dictionary
 from .rd import SearchResult
@@ -26,7 +28,7 @@ class TileSymbols(NamedTuple):
     dc_q: np.ndarray  # [N]
 
 
-@jax.jit
+@aot.jit
 def render_symbols(atom, coef_q, dc_q, atoms, sw, gain_step, dc_step):
     """Tiles from symbols: ``o + sum_k c_k atom_k / sw`` -> float32 ``[N, T, T]``.
 

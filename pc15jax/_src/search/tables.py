@@ -6,9 +6,10 @@ import functools
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from shared_runtime import aot
 
 from .. import generators as gens
 from ..config import CodecConfig
@@ -35,7 +36,7 @@ class SearchParams(NamedTuple):
 
     @classmethod
     def from_config(cls, cfg: CodecConfig) -> "SearchParams":
-        f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+        f = lambda v: aot.device_array(v, np.float32)  # noqa: E731
         return cls(f(cfg.lambda_rd), f(cfg.alpha_mix), f(cfg.gain_step), f(cfg.dc_step), f(cfg.early_exit))
 
 
@@ -92,16 +93,16 @@ def make_tables(dic: Dictionary, rate: RateModel, cfg: CodecConfig) -> SearchTab
     coarse = dic.coarse[keep]
     ga = va = None
     if dic.atoms.size <= SSIM_TABLE_MAX_ELEMENTS:
-        ga, va = jax.jit(atom_ssim_tables, static_argnums=2)(dic.atoms, dic.sw, dic.tile)
+        ga, va = aot.jit(atom_ssim_tables, static_argnums=2)(dic.atoms, dic.sw, dic.tile)
     return SearchTables(
         atoms=dic.atoms,
-        coarse_atoms=jnp.asarray(np.asarray(dic.atoms)[coarse]),  # gathered on the host: no program to compile
+        coarse_atoms=aot.device_array(np.asarray(dic.atoms)[coarse]),  # gathered on the host: no program to compile
         sw=dic.sw,
         static_bits=atom_static_bits(rate, dic.gen_id, dic.param_idx, dic.seed_sym),
-        atom_gen=jnp.asarray(dic.gen_id, jnp.int32),
-        allowed=jnp.asarray(allowed),
-        coarse=jnp.asarray(coarse, jnp.int32),
-        neighbours=jnp.asarray(nb[keep], jnp.int32),
+        atom_gen=aot.device_array(dic.gen_id, np.int32),
+        allowed=aot.device_array(allowed),
+        coarse=aot.device_array(coarse, np.int32),
+        neighbours=aot.device_array(nb[keep], np.int32),
         coef_bits=rate.coef_bits,
         dc_bits=rate.dc_bits,
         count_bits=rate.count_bits,
