@@ -22,18 +22,21 @@ from typing import Callable
 __all__ = ["atomic_write", "atomic_write_bytes", "user_cache_dir", "enable_compilation_cache", "join_processes"]
 
 
-def atomic_write(path, write: Callable[[str], object]) -> None:
+def atomic_write(path, write: Callable[[str], object], *, durable: bool = True) -> None:
     """Write a file atomically: ``write(tmp_path)`` into a temporary file in the same folder, fsync,
     then rename over ``path``. On any error the temporary file is removed and ``path`` is untouched.
-    The file gets the usual permissions (``0666`` less the umask), not the temporary file's ``0600``."""
+    The file gets the usual permissions (``0666`` less the umask), not the temporary file's ``0600``.
+    ``durable=False`` skips the fsync (files that can be made again, such as simulated inputs: the
+    rename still never shows a half-written file, but a power cut may lose it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)

@@ -9,7 +9,8 @@ the work folder, padded to one bucketed shape, and accumulated in a fixed order.
 from __future__ import annotations
 
 import numpy as np
-import jax.numpy as jnp
+
+from shared_runtime import aot
 
 from .feather import assemble_scaled
 from .photometry import _erode
@@ -53,8 +54,8 @@ def assemble_canvas(grid, work, ids, gains, offsets, C: int, *, batch_bytes: flo
             cv[k, :b - a, :t.w] = work.get(("t", t.index), "c", rel)
             off[k] = (a - y0, t.x0)
             g[k], o[k] = gains[t.index], offsets[t.index]
-        m, w = assemble_scaled(jnp.asarray(d), jnp.asarray(fw), jnp.asarray(cv), jnp.asarray(off), jnp.asarray(g),
-                               jnp.asarray(o), canvas_shape=(R, W))
+        m, w = assemble_scaled(aot.device_array(d), aot.device_array(fw), aot.device_array(cv), aot.device_array(off), aot.device_array(g),
+                               aot.device_array(o), canvas_shape=(R, W))
         mosaic[y0:y1] = np.asarray(m)[:y1 - y0]
         weight[y0:y1] = np.asarray(w)[:y1 - y0]
     return mosaic, weight
@@ -71,7 +72,7 @@ def frame_seam_metric(mosaic, windows, work, frames_meta, *, block: int = QUALIT
         y0, x0, h, w = windows[k]
         mk = mosaic[y0:y0 + h, x0:x0 + w]
         ok = work.get(("f", k), "w") > 0
-        foot = np.asarray(_erode(jnp.asarray(ok & np.all(np.isfinite(mk), -1)), erode))
+        foot = np.asarray(_erode(aot.device_array(ok & np.all(np.isfinite(mk), -1)), erode))
         bm = block_medians(np.where(foot[..., None], mk, np.nan), block)
         results.append(seam_fit(k, bf, bm, sig, min_blocks))
     return pool_seams(results)

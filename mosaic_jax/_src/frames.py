@@ -391,9 +391,9 @@ def _pair_stats(items, footprints, cfg, noise, degree, K: int):
         npair = pad(np.stack([frame_norm(b) for b in boxes]).astype(np.float32), 1.0)
         sa = pad(np.nan_to_num(noise[pairs[:, 0]], nan=1.0).astype(np.float32), 1.0)
         sb = pad(np.nan_to_num(noise[pairs[:, 1]], nan=1.0).astype(np.float32), 1.0)
-        st = pair_statistics(jnp.asarray(A), jnp.asarray(B), jnp.asarray(M), jnp.asarray(YX), jnp.asarray(ni),
-                             jnp.asarray(nj), jnp.asarray(npair), jnp.asarray(sa), jnp.asarray(sb),
-                             jnp.asarray(bool(cfg.fit_gains)),
+        st = pair_statistics(aot.device_array(A), aot.device_array(B), aot.device_array(M), aot.device_array(YX), aot.device_array(ni),
+                             aot.device_array(nj), aot.device_array(npair), aot.device_array(sa), aot.device_array(sb),
+                             aot.device_array(bool(cfg.fit_gains)),
                              (jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])),
                              degree=degree, batch=max(1, (1 << 17) // K))
         all_pairs.append(pairs)
@@ -469,8 +469,8 @@ def normalise_frames(footprints, windows, work: WorkDir, cfg, C, noise, *, batch
         sol = solve_frame_sky(n, pairs, st, degree=degree, **kw)
     for k in cluster.share(sorted(windows)):
         y0, x0 = windows[k][:2]
-        fixed = apply_frame_sky(jnp.asarray(work.get(("f", k), "d")), y0, x0, jnp.asarray(sol.gains[k]),
-                                jnp.asarray(sol.coeffs[k]), jnp.asarray(norms[k], jnp.float32), degree=degree)
+        fixed = apply_frame_sky(aot.device_array(work.get(("f", k), "d")), y0, x0, aot.device_array(sol.gains[k]),
+                                aot.device_array(sol.coeffs[k]), aot.device_array(norms[k], jnp.float32), degree=degree)
         work.put(("f", k), d=np.asarray(fixed))
     cluster.barrier("frame_sky")
     return sol, len(pairs)

@@ -297,7 +297,7 @@ def debayer_bilinear(raw, pattern: str) -> jax.Array:
     pat = str(pattern).upper()
     if pat not in BAYER_PATTERNS:
         raise ValueError(f"pattern must be one of {BAYER_PATTERNS}, got {pattern!r}")
-    r = jnp.asarray(raw, jnp.float32)
+    r = aot.device_array(raw, jnp.float32)
     if r.ndim != 2:
         raise ValueError(f"raw must be [H, W], got shape {r.shape}")
     return _debayer(r, pat)
@@ -320,12 +320,12 @@ def load_frame(info: FrameInfo) -> tuple[jax.Array, jax.Array | None]:
             else:
                 alpha = np.clip(np.where(np.isfinite(a), a, 0.0) / 255.0, 0.0, 1.0).astype(np.float32)
     if data.ndim == 3:
-        x = jnp.asarray(np.moveaxis(data, 0, -1))
+        x = aot.device_array(np.moveaxis(data, 0, -1))
     elif info.bayer:
         x = debayer_bilinear(data, info.bayer)
     else:
-        x = jnp.asarray(data)[..., None]
+        x = aot.device_array(data)[..., None]
     if alpha is not None:
-        x = jnp.where(jnp.asarray(alpha)[..., None] > 0, x, jnp.nan)
-        return x, jnp.asarray(alpha)
+        x = jnp.where(aot.device_array(alpha)[..., None] > 0, x, jnp.nan)
+        return x, aot.device_array(alpha)
     return x, None

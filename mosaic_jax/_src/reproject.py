@@ -115,11 +115,11 @@ def reproject_frame(image, frame_wcs: WCS, out_wcs: WCS, y0: int, x0: int, h: in
         arr = np.moveaxis(np.asarray(image, np.float32), -1, 0)
         out, _ = reproject_interp((arr, frame_wcs), tile_wcs(out_wcs, y0, x0, h, w), shape_out=(h, w),
                                   order="bilinear")
-        return jnp.asarray(np.moveaxis(out, 0, -1), jnp.float32)
+        return aot.device_array(np.moveaxis(out, 0, -1), jnp.float32)
     nodes, My, Mx = pixel_map_nodes(frame_wcs, out_wcs, y0, x0, h, w, step)
     fin = np.isfinite(nodes)
     origin = np.where(fin.any(), np.nanmedian(np.where(fin, nodes, np.nan), axis=(0, 1)), 0.0)
     nodes = np.where(fin, nodes, -1e6)  # unmappable nodes land far outside the frame
-    coords = _interp_nodes(jnp.asarray(nodes - origin, jnp.float32), jnp.asarray(My, jnp.float32),
-                           jnp.asarray(Mx, jnp.float32), jnp.asarray(origin, jnp.float32))
-    return resample_bilinear(jnp.asarray(image, jnp.float32), coords)
+    coords = _interp_nodes(aot.device_array(nodes - origin, jnp.float32), aot.device_array(My, jnp.float32),
+                           aot.device_array(Mx, jnp.float32), aot.device_array(origin, jnp.float32))
+    return resample_bilinear(aot.device_array(image, jnp.float32), coords)

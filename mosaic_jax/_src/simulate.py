@@ -115,7 +115,8 @@ def _write_frame(path: Path, data: np.ndarray, wcs: WCS, extra: dict) -> None:
     for k, v in extra.items():
         hdr[k] = v
     arr = np.moveaxis(data, -1, 0) if data.ndim == 3 else data
-    atomic_write(path, lambda tmp: fits.PrimaryHDU(arr.astype(np.float32), header=hdr).writeto(tmp, overwrite=True))
+    atomic_write(path, lambda tmp: fits.PrimaryHDU(arr.astype(np.float32), header=hdr).writeto(tmp, overwrite=True),
+                 durable=False)  # simulated: made again at will, so not worth a flush to disk per frame
 
 
 def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_overlap: float = 0.3,

@@ -107,7 +107,7 @@ def finish_tile(work: WorkDir, tile, C: int, width: float, used):
 
         _, gains = equalize_rgb_medians(d, tile_id=tile.index)
         gains = np.asarray(gains, np.float32)
-    noise = np.asarray(frame_noise(jnp.asarray(d))) * gains
+    noise = np.asarray(frame_noise(aot.device_array(d))) * gains
     finite = bool(np.isfinite(d).any())
     work.put(("tm", tile.index), rgb_gains=gains, noise=noise.astype(np.float32),
              cov_sum=np.asarray(float(cov.sum())), cov_mean=np.asarray(float(cov.mean())),
@@ -224,8 +224,8 @@ def _fit_packed(packed, noise_a, noise_b, cfg, C):
         A[p, :len(va), 0], Bv[p, :len(vb), 0], M[p, :len(va), 0] = va, vb, True
     SA[:len(packed)], SB[:len(packed)] = noise_a, noise_b
     lo, hi = jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])
-    fit = _batched_scaling(jnp.asarray(A), jnp.asarray(Bv), jnp.asarray(M), lo, hi, jnp.asarray(SA),
-                           jnp.asarray(SB), batch=max(1, (1 << 18) // K))
+    fit = _batched_scaling(aot.device_array(A), aot.device_array(Bv), aot.device_array(M), lo, hi, aot.device_array(SA),
+                           aot.device_array(SB), batch=max(1, (1 << 18) // K))
     return np.asarray(fit.gain)[:len(packed)], np.asarray(fit.offset)[:len(packed)]
 
 
