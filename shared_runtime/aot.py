@@ -9,15 +9,19 @@ names a folder, the first call of a signature compiles the program ahead of time
 ``jax.experimental.serialize_executable``, and later processes load it without tracing.
 
 The key of a program is its function's module and name, the sources of the package it belongs to
-(any edit invalidates every entry), the JAX and jaxlib versions, the backend and device kind, the
-x64 flag, the pytree structure and abstract values (shape, dtype, weak type, sharding) of the
-dynamic arguments and the static arguments' ``repr``. Where the cache cannot apply, the call is
-the plain ``jax.jit`` call, with the same result:
+(any edit invalidates every entry), the JAX, jaxlib, NumPy, Flax, Optax and chex versions, the
+backend and device kind, the JAX options that change a trace (x64, matmul precision, dtype
+promotion, ...), the pytree structure, abstract values (shape, dtype, weak type) and sharding specs
+of the dynamic arguments, and the static arguments' ``repr``. Where the cache cannot apply, the
+call is the plain ``jax.jit`` call, with the same result:
 
 * no folder enabled (library use, tests), or more than one device or process;
 * a call made while tracing (the program is inlined in its caller);
+* a function that closes over values (a closure over modules is fine);
 * a static argument whose ``repr`` is not stable across processes (``<... at 0x...>``);
-* an executable that cannot be serialised or loaded (it is then compiled in memory).
+* a program with a custom call other than LAPACK's (whose kernels the loader registers first);
+* an executable that cannot be serialised, or a file that fails to load or run (it is compiled
+  again).
 
 Cache files hold the serialised executable and its pytree definitions (``pickle``), like the
 native code of JAX's own cache: the folder must be as trusted as that one.
@@ -91,8 +95,17 @@ def _runtime() -> tuple | None:
         return None
     import jaxlib
 
+    from importlib import metadata
+
+    def version(pkg):  # libraries whose code a traced program may run (numpy constants, Flax models)
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
     d = jax.devices()[0]
-    return (_FORMAT, jax.__version__, getattr(jaxlib, "__version__", ""), d.platform, d.device_kind)
+    return (_FORMAT, jax.__version__, getattr(jaxlib, "__version__", ""), d.platform, d.device_kind,
+            tuple(version(p) for p in ("numpy", "flax", "optax", "chex")))
 
 
 _CONFIG_KEYS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_dtype_promotion",

@@ -14,6 +14,17 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _executable_cache_off_between_tests():
+    """The command lines run in-process turn on the executable cache (``shared_runtime.aot``); each
+    test starts with it off, as library use has it, whatever ran before."""
+    from shared_runtime import aot
+
+    aot.enable_executable_cache(None)
+    yield
+    aot.enable_executable_cache(None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; the test is skipped when it is absent."""
