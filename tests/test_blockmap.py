@@ -31,7 +31,7 @@ def test_decode_equals_recon_and_the_map_is_in_the_header(photo, coded):
     h, planes, _ = _parse(coded["bitstream"])
     p = planes[0]
     assert isinstance(p, LayeredPlane) and p.block_map.shape == (3, 3) and p.geoms == LAYERS
-    assert (h.tile, h.overlap) == (9, 1)  # the finest layer: the loop filter's seam classes
+    assert (h.tile, h.overlap) == (9, 1)  # the finest layer's geometry
     psnr = 10 * np.log10(1.0 / np.mean((coded["recon"] - photo / 255.0) ** 2))
     assert psnr > 24.0
 

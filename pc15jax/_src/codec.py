@@ -95,7 +95,7 @@ def _window_param(cfg: CodecConfig):
 
 def _filter_geometry(cfg: CodecConfig) -> tuple[int, int]:
     """The header's (tile, overlap): the grid's, or with block sizes the finest layer's (the loop
-    filter's seam classes follow it)."""
+    filter's pixel weights use it; a block-map plane's seam classes follow each region's layer)."""
     if cfg.block_sizes is None:
         return cfg.tile, cfg.overlap
     return min(cfg.block_sizes, key=lambda g: (g[0] - g[1], g[0]))
