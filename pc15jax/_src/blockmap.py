@@ -162,10 +162,10 @@ def seam_classes(shape, layers, block_map: np.ndarray, region: int) -> np.ndarra
     :func:`pixel_classes`) from the tile grid of its own region's layer, so a pixel inside a large
     tile is not classed by the finest layer's seams. Region boundaries are seams of every layer
     (the strides divide ``region``), so each region's classes meet its neighbours' there."""
-    from .loopfilter import pixel_classes
+    from .loopfilter import _classes  # pixel_classes, cached per plane size and grid
 
     H, W = int(shape[0]), int(shape[1])
-    per_layer = np.stack([pixel_classes(H, W, t, o, 3) for t, o in layers])  # [n_layers, H, W]
+    per_layer = np.stack([_classes(H, W, t, o, 3) for t, o in layers])  # [n_layers, H, W]
     ry = np.minimum(np.arange(H) // region, block_map.shape[0] - 1)
     rx = np.minimum(np.arange(W) // region, block_map.shape[1] - 1)
     layer = np.asarray(block_map, np.int64)[ry[:, None], rx[None, :]]
