@@ -54,8 +54,7 @@ def assemble_canvas(grid, work, ids, gains, offsets, C: int, *, batch_bytes: flo
             cv[k, :b - a, :t.w] = work.get(("t", t.index), "c", rel)
             off[k] = (a - y0, t.x0)
             g[k], o[k] = gains[t.index], offsets[t.index]
-        m, w = assemble_scaled(aot.device_array(d), aot.device_array(fw), aot.device_array(cv), aot.device_array(off), aot.device_array(g),
-                               aot.device_array(o), canvas_shape=(R, W))
+        m, w = assemble_scaled(*map(aot.device_array, (d, fw, cv, off, g, o)), canvas_shape=(R, W))
         mosaic[y0:y1] = np.asarray(m)[:y1 - y0]
         weight[y0:y1] = np.asarray(w)[:y1 - y0]
     return mosaic, weight

@@ -391,8 +391,7 @@ def _pair_stats(items, footprints, cfg, noise, degree, K: int):
         npair = pad(np.stack([frame_norm(b) for b in boxes]).astype(np.float32), 1.0)
         sa = pad(np.nan_to_num(noise[pairs[:, 0]], nan=1.0).astype(np.float32), 1.0)
         sb = pad(np.nan_to_num(noise[pairs[:, 1]], nan=1.0).astype(np.float32), 1.0)
-        st = pair_statistics(aot.device_array(A), aot.device_array(B), aot.device_array(M), aot.device_array(YX), aot.device_array(ni),
-                             aot.device_array(nj), aot.device_array(npair), aot.device_array(sa), aot.device_array(sb),
+        st = pair_statistics(*map(aot.device_array, (A, B, M, YX, ni, nj, npair, sa, sb)),
                              aot.device_array(bool(cfg.fit_gains)),
                              (jnp.float32(cfg.gain_bounds[0]), jnp.float32(cfg.gain_bounds[1])),
                              degree=degree, batch=max(1, (1 << 17) // K))

@@ -8,8 +8,8 @@ over the 12 point-symmetric offset pairs ``d_k`` of a 7x7 diamond (edge-padded).
 flat regions flat (its taps act on differences only) and needs no normalisation. ``c(p)`` is the
 pixel's class: with one class every pixel shares one filter; with three, the class is the
 pixel's distance to the nearest tile seam of the plane's tile grid (at the seam, next to it,
-inside; in a block-map plane, the grid of the pixel's region's layer), so the filter learns how much to smooth across seams -- the deblocking -- apart from
-how much to restore inside tiles.
+inside; in a block-map plane, the grid of the pixel's region's layer), so the filter learns how
+much to smooth across seams -- the deblocking -- apart from how much to restore inside tiles.
 
 The encoder fits the taps by least squares against the original plane (plain squared error:
 weighting the fit by the search's SSIM proxy lowered both PSNR and SSIM on Kodak), quantises them
