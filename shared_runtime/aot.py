@@ -149,7 +149,6 @@ class _Jit:
     """A ``jax.jit`` function whose compiled programs may be loaded from :func:`enable_executable_cache`'s folder."""
 
     def __init__(self, fun, jit_kwargs: dict):
-        self._fun = fun
         self._jit = _jax_jit()(fun, **jit_kwargs)
         names = jit_kwargs.get("static_argnames", ()) or ()
         nums = jit_kwargs.get("static_argnums", ()) or ()
