@@ -132,7 +132,7 @@ def _config(args):
     hooks = pc.hooks_from_name(getattr(args, "hooks", "none") or "none")
     return pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=args.lambda_rd, search=args.search,
                           target_bpp=target, ai=hooks, dictionary=getattr(args, "dictionary", "standard"),
-                          block_sizes=blocks)
+                          block_sizes=blocks, adaptive_coding=not getattr(args, "frozen_tables", False))
 
 
 def _encode_one(pc, img, cfg):
@@ -302,6 +302,8 @@ def _parser():
                        help="atom bank: standard, or large (8x the atoms: finer grids, more seeds)")
         p.add_argument("--hooks", choices=pc.HOOK_PRESETS, default="none",
                        help="search hooks: none (exhaustive), heuristic, or the shipped M1 selector m1")
+        p.add_argument("--frozen-tables", action="store_true",
+                       help="code with the frozen rANS tables only (no adaptive_coding tool)")
         p.add_argument("--gray", action="store_true", help="code luma only (colour input is converted to luma)")
         p.add_argument("--json", action="store_true", help="print one JSON line per image")
 

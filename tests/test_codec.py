@@ -158,9 +158,21 @@ def test_trailing_bytes_and_crc(small):
         pc.decode_y(12345)
 
 
-def test_fuzz_only_bitstream_errors(small):
-    _, enc = small
-    base = enc["bitstream"]
+@pytest.fixture(scope="module")
+def adaptive_stream():
+    """A stream that uses the adaptive_coding tool (coffee, transposed: see the tool's test)."""
+    from skimage import color, data as skd
+
+    img = (color.rgb2gray(skd.coffee()[:192, :192].transpose(1, 0, 2)) * 255).astype(np.uint8)
+    enc = pc.encode_y(img, pc.CodecConfig(tile=16, overlap=1, lambda_rd=0.1))
+    assert "adaptive_coding" in enc["stats"]["tools"]
+    return enc["bitstream"]
+
+
+@pytest.mark.parametrize("which", ["small", "adaptive_stream"])
+def test_fuzz_only_bitstream_errors(which, request):
+    base = request.getfixturevalue(which)
+    base = base[1]["bitstream"] if which == "small" else base
     rng = np.random.default_rng(1234)
     outcomes = {"error": 0, "decoded": 0}
     for i in range(2400):
@@ -241,8 +253,41 @@ def test_frozen_tables_beat_uniform(small, tmp_path, monkeypatch):
     (tmp_path / "rans").mkdir()
     (tmp_path / "rans" / "uniform.json").write_text(json.dumps({"id": "uniform"}))
     monkeypatch.setenv("PC15_MODELS_DIR", str(tmp_path))
-    uni = pc.encode_y(img, CFG.replace(table_id="uniform"))
-    assert len(enc["bitstream"]) < len(uni["bitstream"])
+    frozen = CFG.replace(adaptive_coding=False)  # the tables alone (adaptive coding learns even uniform ones)
+    uni = pc.encode_y(img, frozen.replace(table_id="uniform"))
+    assert len(pc.encode_y(img, frozen)["bitstream"]) < len(uni["bitstream"])
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_adaptive_coding_codes_the_same_symbols_in_fewer_bytes(colour):
+    """The adaptive_coding tool changes the entropy coding only: the same symbols (so the same
+    reconstruction), fewer bytes where the statistics differ from the frozen tables' (coffee,
+    transposed: the tables were fitted on skimage's photographs upright), decode == recon."""
+    from skimage import color, data as skd
+
+    from pc15jax._src import codec
+
+    img = skd.coffee()[:256, :256].transpose(1, 0, 2)
+    img = img if colour else (color.rgb2gray(img) * 255).astype(np.uint8)
+    cfg = pc.CodecConfig(tile=16, overlap=1, lambda_rd=0.1)
+    on, off = pc.encode(img, cfg), pc.encode(img, cfg.replace(adaptive_coding=False))
+    assert "adaptive_coding" in on["stats"]["tools"] and "adaptive_coding" not in off["stats"]["tools"]
+    np.testing.assert_array_equal(on["recon"], off["recon"])
+    for a, b in zip(codec._parse(on["bitstream"])[1], codec._parse(off["bitstream"])[1]):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    assert len(on["bitstream"]) < 0.99 * len(off["bitstream"])
+    np.testing.assert_array_equal(pc.decode(on["bitstream"]) if colour else pc.decode_y(on["bitstream"]), on["recon"])
+    info = pc.stream_info(on["bitstream"])  # the adapted tables' bits: the payload, besides flushes and headers
+    assert 0.8 * 8 * len(on["bitstream"]) < sum(info["bits_by_class"].values()) < 8 * len(on["bitstream"])
+
+
+def test_adaptive_coding_is_left_out_where_it_does_not_pay(small):
+    """A short stream the frozen tables fit (camera: in their corpus) is written without the tool,
+    byte for byte the stream of ``adaptive_coding=False``."""
+    img, enc = small
+    assert "adaptive_coding" not in enc["stats"]["tools"]
+    assert enc["bitstream"] == pc.encode_y(img, CFG.replace(adaptive_coding=False))["bitstream"]
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -39,7 +39,7 @@ def test_save_options_are_codec_config_fields(tmp_path):
     src = Image.fromarray(data.camera()[:48, :80])  # one shape for the whole module: few programs
     src.save(tmp_path / "a.pc15", target_bpp=0.3)  # the rate ladder's geometry, as the CLI
     assert pc.stream_info(tmp_path / "a.pc15")["tile"] == pc.ladder_geometry(0.3)[0] != pc.CodecConfig().tile
-    src.save(tmp_path / "b.pc15", lambda_rd=0.3, loop_filter=False)
+    src.save(tmp_path / "b.pc15", lambda_rd=0.3, loop_filter=False, adaptive_coding=False)
     info = pc.stream_info(tmp_path / "b.pc15")
     assert info["tools"] == [] and info["meta"]["lambda"] == 0.3
     with pytest.raises(ValueError, match="unknown save option"):

@@ -132,3 +132,68 @@ def test_symbol_by_symbol_decoder_detects_corruption():
         R.RansDecoder(enc, 12).decode(pc.build_rans_tables(np.ones(4), precision=10))
     with pytest.raises(ValueError, match="lanes"):
         pc.rans_encode(sym, t, lanes=3)
+
+
+# ------------------------------------------------------------------------------- adaptive tables
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), n=st.integers(0, 3000), k=st.integers(1, 4), prec=st.integers(12, 16))
+def test_adaptive_round_trip_many_tables(data, n, k, prec):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    sizes = [data.draw(st.integers(1, 300)) for _ in range(k)]
+    tables = [pc.build_rans_tables(rng.dirichlet(np.ones(m) * 0.3) * 1000, precision=prec) for m in sizes]
+    tid = rng.integers(0, k, n)
+    sym = np.asarray([rng.integers(0, sizes[t]) for t in tid], np.int64)
+    enc = pc.rans_encode(sym, tables, tid, adaptive=True)
+    np.testing.assert_array_equal(pc.rans_decode(enc, tables, n, tid, adaptive=True), sym)
+    bits = R.adaptive_bits(sym, tables, tid).sum()  # what the coder pays, besides the 32-bit flush
+    assert bits - 16 <= 8 * len(enc) - 32 <= 1.002 * bits + 16  # up to one 16-bit word of rounding
+
+
+def test_adaptive_tables_learn_a_distribution_the_frozen_table_does_not_know():
+    rng = np.random.default_rng(3)
+    frozen = pc.build_rans_tables(np.ones(64), precision=15)  # uniform: 6 bits a symbol
+    sym = rng.choice(64, 20_000, p=rng.dirichlet(np.ones(64) * 0.2))
+    static, adaptive = pc.rans_encode(sym, frozen), pc.rans_encode(sym, frozen, adaptive=True)
+    assert len(static) == pytest.approx(20_000 * 6 / 8, rel=0.01)
+    assert len(adaptive) <= 1.02 * _entropy_bytes(sym, 64) + 200  # within 2 % of the empirical entropy
+    np.testing.assert_array_equal(pc.rans_decode(adaptive, frozen, 20_000, adaptive=True), sym)
+    ad = R.AdaptiveTables([frozen])
+    for v in sym[:R.ADAPT_FIRST - 1]:
+        ad.update(0, int(v))
+    assert ad[0].freq.tolist() == frozen.freq.tolist()  # unchanged until the first rebuild point
+    ad.update(0, int(sym[R.ADAPT_FIRST - 1]))
+    t = ad[0]
+    assert int(t.freq.sum()) == 1 << 15 and t.freq.min() >= 1 and t.cdf[-1] == 1 << 15
+    counts = R.ADAPT_WEIGHT / 64 + np.bincount(sym[:R.ADAPT_FIRST], minlength=64)
+    np.testing.assert_allclose(t.freq, 1 + counts / counts.sum() * ((1 << 15) - 64), atol=1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), prec=st.integers(8, 16))
+def test_requantise_is_exact_largest_remainder_rounding(data, prec):
+    n = data.draw(st.integers(1, min(300, (1 << prec) - 1)))
+    c = np.asarray(data.draw(st.lists(st.integers(0, 2**34), min_size=n, max_size=n)), np.int64)
+    c[data.draw(st.integers(0, n - 1))] += 1  # a positive total
+    f = R._requantise(c, prec)
+    assert int(f.sum()) == 1 << prec and f.min() >= 1
+    ideal = 1 + c / c.sum() * ((1 << prec) - n)  # each frequency is its ideal share rounded up or down
+    assert np.all(np.abs(f - ideal) < 1.0)
+    frac = ideal - np.floor(ideal)
+    up = f > np.floor(ideal)  # rounded up: remainders at least those of every symbol rounded down
+    if up.any() and (~up).any():
+        assert frac[up].min() >= frac[~up].max() - 1e-9
+
+
+def test_adaptive_streams_detect_corruption_and_refuse_lanes():
+    t = pc.build_rans_tables(np.arange(1, 17), precision=12)
+    sym = np.random.default_rng(4).integers(0, 16, 800)
+    enc = pc.rans_encode(sym, t, adaptive=True)
+    assert enc != pc.rans_encode(sym, t, lanes=1)
+    for bad, n in ((enc + b"\x01\x00", 800), (enc[:-2], 800), (enc, 799), (enc[1:], 800), (b"", 0)):
+        with pytest.raises(pc.BitstreamError):
+            pc.rans_decode(bad, t, n, adaptive=True)
+    with pytest.raises(ValueError, match="one lane"):
+        pc.rans_encode(sym, t, lanes=64, adaptive=True)
+    with pytest.raises(ValueError, match="weight"):
+        R.AdaptiveTables([t], weight=0)

@@ -8,6 +8,7 @@ The decoding side lives in :mod:`.decoder` (host, no JAX) and is re-exported her
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections import Counter
@@ -111,7 +112,8 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, m
     lf = filters is not None and any(t.shape[0] for t in filters)  # a tools block only where a filter is signalled
     tools = (1 << TOOLS.index("loop_filter") if lf else 0) | (
         1 << TOOLS.index("large_dictionary") if cfg.dictionary == "large" else 0) | (
-        1 << TOOLS.index("block_map") if maps is not None else 0)
+        1 << TOOLS.index("block_map") if maps is not None else 0) | (
+        1 << TOOLS.index("adaptive_coding") if cfg.adaptive_coding else 0)
     tool_data = (pack_filters(filters) if lf else b"") + (
         blockmap.pack_block_map(cfg.block_sizes, cfg.block_region, maps) if maps is not None else b"")
     tile, overlap = _filter_geometry(cfg)
@@ -124,9 +126,10 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, m
 def _pack_plane(h: StreamHeader, model: SymbolModel, sym, shape):
     """-> (``(n_a, A words, n_b, B words)``, ideal bits per class)."""
     a, atid, b, btid = split_plane(model, h, sym, shape)
-    return (len(a), rans_encode(a, model.tables, atid, lanes=model.a_lanes), len(b),
-            rans_encode(b, model.tables, btid)), \
-        _class_bits(model, a, atid, b, btid)
+    ad = "adaptive_coding" in h.tool_names
+    return (len(a), rans_encode(a, model.tables, atid, lanes=1 if ad else model.a_lanes, adaptive=ad), len(b),
+            rans_encode(b, model.tables, btid, adaptive=ad)), \
+        _class_bits(model, a, atid, b, btid, adaptive=ad)
 
 
 def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tuple[bytes, dict]:
@@ -136,6 +139,20 @@ def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tu
         payloads.append(pl)
         bits.update(b)
     return pack_stream(h, payloads), {k: round(v, 1) for k, v in sorted(bits.items())}
+
+
+def _pack_best(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tuple[StreamHeader, bytes, dict]:
+    """:func:`_pack`, and with the ``adaptive_coding`` tool also without it: the smaller stream
+    wins (the tool is used where it pays; adaptation costs bits on short streams whose statistics
+    the frozen tables already fit) -> (header, bytes, ideal bits per class)."""
+    data, bits = _pack(h, model, planes)
+    tool = 1 << TOOLS.index("adaptive_coding")
+    if h.tools & tool:
+        h_off = dataclasses.replace(h, tools=h.tools & ~tool)
+        d_off, b_off = _pack(h_off, model, planes)
+        if len(d_off) <= len(data):
+            return h_off, d_off, b_off
+    return h, data, bits
 
 
 def write_bitstream(header: StreamHeader, records: list[TileRec], path=None) -> bytes:
@@ -402,7 +419,7 @@ def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: s
 
 def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, search_s, tiles, t0) -> dict:
     h, filters, pre = _with_filters(cfg, originals, planes, H, W, layout)
-    data, bits = _pack(h, symbol_model(cfg.table_id, cfg.dictionary), planes)
+    h, data, bits = _pack_best(h, symbol_model(cfg.table_id, cfg.dictionary), planes)
     recon = _reconstruct_all(h, planes, filters, pre)
     hist: Counter = Counter()
     for sym in planes:

@@ -59,6 +59,10 @@ class CodecConfig:
       loop_filter: fit a Wiener loop filter per plane and signal it where it lowers ``J``
         (:mod:`pc15jax._src.loopfilter`). ``False`` writes the stream the encoder wrote before
         coding tools existed.
+      adaptive_coding: code the symbols with backward-adaptive rANS tables (the
+        ``adaptive_coding`` tool, :class:`~pc15jax.bitstream.rans.AdaptiveTables`): every table
+        starts frozen and follows the symbols it has coded. ``False`` codes with the frozen
+        tables, exactly as before the tool existed.
       ai: search hooks (:class:`~pc15jax.AiHooks` or :class:`~pc15jax.HeuristicHooks`) that
         narrow the search's candidates; ``None`` is the exhaustive search. They never change
         the format: the header meta records which hooks (and weights) were used.
@@ -95,6 +99,7 @@ class CodecConfig:
     target_bpp: float | None = None
     chroma_lambda: float = 2.0
     loop_filter: bool = True
+    adaptive_coding: bool = True
     ai: Any = None
     dictionary: str = "standard"
     block_sizes: Any = None
@@ -138,6 +143,9 @@ class CodecConfig:
         if not isinstance(self.loop_filter, (bool, np.bool_)):
             raise ValueError(f"loop_filter must be True or False, got {self.loop_filter!r}")
         object.__setattr__(self, "loop_filter", bool(self.loop_filter))
+        if not isinstance(self.adaptive_coding, (bool, np.bool_)):
+            raise ValueError(f"adaptive_coding must be True or False, got {self.adaptive_coding!r}")
+        object.__setattr__(self, "adaptive_coding", bool(self.adaptive_coding))
         if self.target_bpp is not None:
             _finite("target_bpp", self.target_bpp, lo=0.0, lo_open=True)
         if self.ai is not None:

@@ -22,7 +22,7 @@ import numpy as np
 from ..bitstream import BitstreamError, rans_decode
 from ..bitstream.container import StreamHeader, TileRec, grid_shape, plane_shapes, unpack_stream
 from ..bitstream.models import MAX_ATOMS, GenLayout, SymbolModel, load_table_json
-from ..bitstream.rans import check_symbol_count
+from ..bitstream.rans import adaptive_bits, check_symbol_count
 from . import blockmap, dictcache
 from . import genspec as gens
 from .color import upsample_420, ycbcr_to_rgb
@@ -318,13 +318,16 @@ def generator_histogram(sym) -> Counter:
     return hist
 
 
-def _class_bits(model: SymbolModel, a, atid, b, btid) -> dict:
-    """Ideal bits per symbol class (``-log2 p`` of the coded symbols)."""
+def _class_bits(model: SymbolModel, a, atid, b, btid, adaptive: bool = False) -> dict:
+    """Ideal bits per symbol class (``-log2 p`` of the coded symbols, under the tables that coded
+    them: the frozen ones, or with ``adaptive`` the adapted ones)."""
     out: Counter = Counter()
     for sym, tid in ((a, atid), (b, btid)):
+        bits = adaptive_bits(sym, model.tables, tid) if adaptive else None
         for k in np.unique(tid):
             sel = tid == k
-            out[model.class_of(int(k))] += float(model.tables[int(k)].bits()[sym[sel]].sum())
+            v = bits[sel] if adaptive else model.tables[int(k)].bits()[sym[sel]]
+            out[model.class_of(int(k))] += float(v.sum())
     return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
@@ -333,13 +336,14 @@ def _parse_plane(model: SymbolModel, h: StreamHeader, shape, n_a, A, n_b, B) -> 
     N = ny * nx
     if n_a > N * (1 + MAX_ATOMS):
         raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
-    check_symbol_count(len(A), model.a_tables(), n_a)
-    check_symbol_count(len(B), model.b_tables(), n_b)
-    count, gens_flat = model.decode_a(A, n_a, ny, nx)
+    ad = "adaptive_coding" in h.tool_names
+    check_symbol_count(len(A), model.a_tables(), n_a, ad)
+    check_symbol_count(len(B), model.b_tables(), n_b, ad)
+    count, gens_flat = model.decode_a(A, n_a, ny, nx, adaptive=ad)
     btid = model.b_table_ids(count, gens_flat)
     if btid.shape[0] != n_b:
         raise BitstreamError(f"stream claims {n_b} value symbols, its structure implies {btid.shape[0]}")
-    b = rans_decode(B, model.tables, n_b, btid)
+    b = rans_decode(B, model.tables, n_b, btid, adaptive=ad)
     gen, params, seed, coef, dc_q = model.join(count, gens_flat, b, ny, nx, gens.MAX_PARAMS)
     dc_levels = int(round(1.0 / h.dc_step)) + 1
     if dc_q.size and (dc_q.min() < 0 or dc_q.max() >= dc_levels):
@@ -353,14 +357,15 @@ def _parse_layered(model: SymbolModel, h: StreamHeader, shape, geoms, region, bm
     N = sum(int(u.sum()) for u in used)
     if n_a > N * (1 + MAX_ATOMS):
         raise BitstreamError(f"stream claims {n_a} structure symbols for {N} tiles")
-    check_symbol_count(len(A), model.a_tables(), n_a)
-    check_symbol_count(len(B), model.b_tables(), n_b)
-    decoded = model.decode_a_layers(A, n_a, [(s.ny, s.nx, u) for s, u in zip(specs, used)])
+    ad = "adaptive_coding" in h.tool_names
+    check_symbol_count(len(A), model.a_tables(), n_a, ad)
+    check_symbol_count(len(B), model.b_tables(), n_b, ad)
+    decoded = model.decode_a_layers(A, n_a, [(s.ny, s.nx, u) for s, u in zip(specs, used)], adaptive=ad)
     btids = [model.b_table_ids(c, g, n_dc=int(u.sum())) for (c, g), u in zip(decoded, used)]
     total = sum(t.shape[0] for t in btids)
     if total != n_b:
         raise BitstreamError(f"stream claims {n_b} value symbols, its structure implies {total}")
-    b = rans_decode(B, model.tables, n_b, np.concatenate(btids))
+    b = rans_decode(B, model.tables, n_b, np.concatenate(btids), adaptive=ad)
     layers, pos = [], 0
     dc_levels = int(round(1.0 / h.dc_step)) + 1
     for (count, gens_flat), t, spec, u in zip(decoded, btids, specs, used):
@@ -455,7 +460,7 @@ def stream_info(bitstream) -> dict:
     per_plane = []
     for name, sym, shape in zip(("Y", "Cb", "Cr"), planes, plane_shapes(h.layout, h.H, h.W)):
         a, atid, b, btid = split_plane(model, h, sym, shape)
-        bits.update(_class_bits(model, a, atid, b, btid))
+        bits.update(_class_bits(model, a, atid, b, btid, adaptive="adaptive_coding" in h.tool_names))
         hist.update(generator_histogram(sym))
         row = {"plane": name, "shape": list(shape), "atoms": int(sum(s.count.sum() for s in plane_layers(sym)))}
         if isinstance(sym, LayeredPlane):

@@ -45,7 +45,7 @@ MAX_TILE = 256  # the decoder renders atoms at tile size: bounds its dictionary 
 MAX_TILE_SAMPLES = 1 << 30  # tiles * tile**2: bounds the decoded tile stack (4 GiB of float32)
 WINDOW_CODES = ("hann", "tukey", "kaiser")
 LAYOUTS = ("Y", "YCbCr420")  # luma only; luma + chroma subsampled 2x2
-TOOLS = ("loop_filter", "large_dictionary", "block_map")  # coding tools, by bit of the header's tools field
+TOOLS = ("loop_filter", "large_dictionary", "block_map", "adaptive_coding")  # coding tools, by bit of the header's tools field
 _TOOLS_FLAG = 0x80  # layout byte: a tools block follows the meta
 _FIXED = struct.Struct("<4sBBIIHHBfIffff")
 

@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import BitstreamError
-from .rans import RansDecoder, RansTable, build_rans_tables, rans_decode
+from .rans import AdaptiveTables, RansDecoder, RansTable, build_rans_tables, rans_decode
 
 __all__ = ["GenLayout", "SymbolModel", "load_table_json", "DEFAULT_TABLE_ID", "MAX_ATOMS", "MAX_COEF", "MAX_DC",
            "PRECISION", "tables_dir", "count_contexts", "coef_context", "N_COUNT_CTX", "N_COEF_CTX"]
@@ -283,16 +283,19 @@ class SymbolModel:
         a = set(np.concatenate([self.count_tid, self.gen_tid]).tolist())
         return [t for i, t in enumerate(self.tables) if i not in a]
 
-    def decode_a(self, data: bytes, n_a: int, ny: int, nx: int, used=None) -> tuple[np.ndarray, np.ndarray]:
+    def decode_a(self, data: bytes, n_a: int, ny: int, nx: int, used=None,
+                 adaptive: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Stream A -> (counts ``[N]``, generator ids of every atom in tile order). ``used``: bool
         ``[N]`` or None, as in :meth:`split` (unused tiles have no symbol and no atoms).
+        ``adaptive``: the stream was coded with backward-adaptive tables (the ``adaptive_coding``
+        tool: one lane, :class:`~.rans.AdaptiveTables`).
 
         Raises:
           BitstreamError: corrupt data, or counts that disagree with ``n_a``.
         """
-        return self.decode_a_layers(data, n_a, [(ny, nx, used)])[0]
+        return self.decode_a_layers(data, n_a, [(ny, nx, used)], adaptive)[0]
 
-    def decode_a_layers(self, data: bytes, n_a: int, grids) -> list[tuple[np.ndarray, np.ndarray]]:
+    def decode_a_layers(self, data: bytes, n_a: int, grids, adaptive: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """Stream A of several tile grids ``[(ny, nx, used), ...]`` coded one after the other: every
         grid's counts first, then every grid's generator ids (:func:`join_a`) -> per grid (counts,
         generator ids)."""
@@ -303,7 +306,7 @@ class SymbolModel:
         if not self.contexts:
             tid = np.full(n_a, self.gen_tid[0], np.int64)
             tid[:n_coded] = self.count_tid[0]
-            a = rans_decode(data, self.tables, n_a, tid, lanes=self.a_lanes)
+            a = rans_decode(data, self.tables, n_a, tid, lanes=1 if adaptive else self.a_lanes, adaptive=adaptive)
             counts, pos = [], 0
             for u in uses:
                 c = np.zeros(len(u), np.int64)
@@ -321,9 +324,15 @@ class SymbolModel:
                 pos += n
             return out
         dec = RansDecoder(data, PRECISION)
-        tables = self.tables
-        ctab = [tables[int(i)] for i in self.count_tid]
-        gtab = [tables[int(i)] for i in self.gen_tid]
+        if adaptive:
+            ad = AdaptiveTables(self.tables)
+            lists, update = ad.lists, ad.update
+        else:
+            tables = self.tables
+            lists, update = (lambda k: tables[k].lists), None  # cached on each table
+        step = dec.decode_lists
+        ctid = self.count_tid.tolist()
+        gtid = self.gen_tid.tolist()
         bucket = COUNT_BUCKET.tolist()
         counts = []
         for (ny, nx, _), use in zip(grids, uses):
@@ -334,7 +343,10 @@ class SymbolModel:
                 x = t % nx
                 left = bucket[count[t - 1]] if x else NO_TILE
                 up = bucket[count[t - nx]] if t >= nx else NO_TILE
-                count[t] = dec.decode(ctab[7 * left + up])
+                k = ctid[7 * left + up]
+                count[t] = v = step(*lists(k))
+                if update:
+                    update(k, v)
             counts.append(count)
         if sum(sum(c) for c in counts) != n_a - n_coded:
             raise BitstreamError("atom counts do not match the number of generator symbols")
@@ -344,7 +356,10 @@ class SymbolModel:
             for n in count:
                 prev = 0
                 for _ in range(n):
-                    prev = dec.decode(gtab[prev])
+                    k = gtid[prev]
+                    prev = step(*lists(k))
+                    if update:
+                        update(k, prev)
                     if prev == 0:
                         raise BitstreamError("invalid generator id 0 in stream")
                     gens.append(prev)

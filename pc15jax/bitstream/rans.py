@@ -13,6 +13,12 @@ symbol's table before it decodes it. When a symbol's table depends on the symbol
 it (context modelling), encode with ``lanes=1`` and decode one symbol at a time with
 :class:`RansDecoder`.
 
+**Backward adaptation** (``adaptive=True``): every table starts as the frozen one and follows the
+symbols it has coded (:class:`AdaptiveTables`): after ``n`` of them its counts are
+``ADAPT_WEIGHT * p_frozen + histogram``, re-quantised by :func:`build_rans_tables` whenever ``n``
+reaches the next point of a geometric schedule. Encoder and decoder make the same tables from the
+same symbols, so nothing is signalled; adaptive streams use one lane.
+
 References:
   J. Duda, "Asymmetric numeral systems: entropy coding combining speed of Huffman coding with
   compression rate of arithmetic coding", arXiv:1311.2540, 2013. F. Giesen, "Interleaved
@@ -30,8 +36,8 @@ import numpy as np
 
 from .errors import BitstreamError
 
-__all__ = ["RansTable", "RansDecoder", "build_rans_tables", "rans_encode", "rans_decode", "lanes_for",
-           "check_symbol_count", "RANS_L"]
+__all__ = ["RansTable", "RansDecoder", "AdaptiveTables", "build_rans_tables", "rans_encode", "rans_decode",
+           "adaptive_bits", "lanes_for", "check_symbol_count", "RANS_L", "ADAPT_WEIGHT"]
 
 RANS_L = 1 << 16  # lower bound of the normalised state interval
 MAX_PRECISION = 16
@@ -125,6 +131,102 @@ def build_rans_tables(symbols_or_counts, precision: int = 14, *, alphabet: int |
     return RansTable(freq=f.astype(np.uint32), cdf=cdf, precision=int(precision))
 
 
+ADAPT_WEIGHT = 32      # weight of the frozen table, in symbols, in an adapted table's counts
+ADAPT_FIRST = 16      # an adapted table is first rebuilt after this many symbols,
+ADAPT_GROWTH = 8      # then whenever its count has grown by max(ADAPT_FIRST, count // ADAPT_GROWTH)
+ADAPT_MAX = 1 << 24   # symbols per table after which it stops adapting (integer counts stay exact)
+
+
+def _requantise(counts: np.ndarray, precision: int) -> np.ndarray:
+    """Integer counts ``[n]`` (int64, >= 0, sum > 0) -> frequencies ``[n]`` summing to ``2**precision``.
+
+    Exact integer arithmetic, so every platform makes the same table: one slot per symbol, the
+    other ``2**precision - n`` shared in proportion to the counts, the leftover slots to the largest
+    remainders (ties to the lower symbol: the keys are made unique, so the chosen set is unique).
+    """
+    n = counts.shape[0]
+    spare = (1 << precision) - n
+    total = int(counts.sum())
+    f, r = np.divmod(counts * spare, total)
+    rem = spare - int(f.sum())
+    if rem > 0:
+        key = r * n + np.arange(n - 1, -1, -1, dtype=np.int64)  # unique: remainder, then index
+        f[np.argpartition(-key, rem - 1)[:rem]] += 1
+    return f + 1
+
+
+class AdaptiveTables:
+    """Backward-adaptive versions of a list of frozen tables (one per context), deterministic.
+
+    Table ``k`` starts as ``tables[k]``. :meth:`update` counts every symbol it codes; when it has
+    coded ``n`` symbols and ``n`` reaches its next rebuild point (``16, 32, ..., 128, 144, 162,
+    182, ...``: steps of ``max(ADAPT_FIRST, n // ADAPT_GROWTH)``), it is re-quantised from
+    the integer counts ``weight * freq_frozen + 2**precision * histogram`` (the frozen
+    distribution worth ``weight`` symbols, plus what was seen) by :func:`_requantise`. Integers
+    only, so both sides of the coder, on any platform, make the same tables.
+
+    Args:
+      tables: the frozen :class:`RansTable` s (one precision). weight: the frozen table's weight in
+        symbols (integer >= 1).
+
+    Examples:
+      >>> t = build_rans_tables([1, 1], 8)
+      >>> ad = AdaptiveTables([t])
+      >>> for _ in range(16):
+      ...     ad.update(0, 1)
+      >>> ad.lists(0)[0]
+      [86, 170]
+    """
+
+    def __init__(self, tables: Sequence[RansTable], weight: int = ADAPT_WEIGHT):
+        if isinstance(weight, bool) or not isinstance(weight, (int, np.integer)) or weight < 1:
+            raise ValueError(f"weight must be an integer >= 1, got {weight!r}")
+        self._frozen = list(tables)
+        self._weight = int(weight)
+        K = len(self._frozen)
+        self._lists: list[tuple[list, list] | None] = [None] * K
+        self._hist: list[np.ndarray | None] = [None] * K  # int64 counts, scaled by 2**precision
+        self._pending: list[list[int]] = [[] for _ in range(K)]  # symbols since the last rebuild
+        self._n = [0] * K  # symbols counted at the last rebuild
+        self._left = [ADAPT_FIRST] * K  # symbols until the next rebuild
+
+    def __len__(self) -> int:
+        return len(self._frozen)
+
+    def lists(self, k: int) -> tuple[list, list]:
+        """Table ``k`` as it stands now, as ``(freq, cdf)`` Python lists."""
+        hit = self._lists[k]
+        if hit is None:
+            hit = self._lists[k] = self._frozen[k].lists
+        return hit
+
+    def __getitem__(self, k: int) -> RansTable:
+        """Table ``k`` as it stands now."""
+        f, c = self.lists(k)
+        return RansTable(np.asarray(f, np.uint32), np.asarray(c, np.uint32), self._frozen[k].precision)
+
+    def update(self, k: int, sym: int) -> None:
+        """Count symbol ``sym`` coded with table ``k`` (rebuilding the table at its schedule's points)."""
+        self._pending[k].append(sym)
+        self._left[k] -= 1
+        if not self._left[k]:
+            self._rebuild(k)
+
+    def _rebuild(self, k: int) -> None:
+        t = self._frozen[k]
+        pend = self._pending[k]
+        h = self._hist[k]
+        if h is None:  # first rebuild: the frozen table's share of the counts, scaled by 2**-precision
+            h = self._hist[k] = self._weight * t.freq.astype(np.int64)
+        h += np.bincount(pend, minlength=t.size) << t.precision
+        n = self._n[k] = self._n[k] + len(pend)
+        pend.clear()
+        self._left[k] = max(ADAPT_FIRST, n // ADAPT_GROWTH) if n < ADAPT_MAX else -1
+        f = _requantise(h, t.precision)
+        c = f.cumsum()
+        self._lists[k] = (f.tolist(), [0] + c.tolist())
+
+
 def lanes_for(n: int) -> int:
     """Number of interleaved lanes for ``n`` symbols (decoder and encoder agree on it).
 
@@ -134,14 +236,19 @@ def lanes_for(n: int) -> int:
     return 1 if n < (1 << 18) else 64
 
 
-def check_symbol_count(nbytes: int, tables, n: int) -> None:
+def check_symbol_count(nbytes: int, tables, n: int, adaptive: bool = False) -> None:
     """Raise BitstreamError if ``nbytes`` of payload cannot hold ``n`` symbols of these tables.
 
     Every symbol costs at least ``-log2(max p)`` bits, so a payload bounds the symbol count: this is
     checked before anything of size ``n`` is allocated (a corrupt count cannot exhaust memory).
+    With ``adaptive`` the bound is the cheapest symbol any adapted table can have (every other
+    symbol of its alphabet keeps one slot), so it is looser: callers also bound ``n`` by structure.
     """
     tables = [tables] if isinstance(tables, RansTable) else list(tables)
-    min_bits = min(t.precision - np.log2(float(t.freq.max())) for t in tables)
+    if adaptive:
+        min_bits = min(t.precision - np.log2(float((1 << t.precision) - t.size + 1)) for t in tables)
+    else:
+        min_bits = min(t.precision - np.log2(float(t.freq.max())) for t in tables)
     if n and n > (8 * nbytes + 64) / max(min_bits, 1e-9) + 64:
         raise BitstreamError(f"rANS payload of {nbytes} bytes cannot hold {n} symbols")
 
@@ -168,7 +275,8 @@ def _prepare_tables(tables, table_ids, n):
     return tables, tid, prec
 
 
-def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None, lanes: int | None = None) -> bytes:
+def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None, lanes: int | None = None,
+                adaptive: bool = False) -> bytes:
     """Encode integer symbols with rANS.
 
     Args:
@@ -177,6 +285,8 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
       table_ids: ints ``[n]`` selecting each symbol's table (omit with a single table).
       lanes: ``None`` for :func:`lanes_for` ``(n)``; ``1`` forces one lane (what
         :class:`RansDecoder` reads).
+      adaptive: code with :class:`AdaptiveTables` of ``tables`` (one lane; decode with
+        ``adaptive=True``).
 
     Returns:
       bytes: little-endian 16-bit words; decode with :func:`rans_decode` and the same ``n``.
@@ -190,6 +300,11 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
     sizes = np.asarray([t.size for t in tables])
     if n and (s.min() < 0 or np.any(s >= sizes[tid])):
         raise ValueError("a symbol lies outside its table's alphabet")
+    if adaptive:
+        if lanes not in (None, 1):
+            raise ValueError("adaptive streams have one lane")
+        start, freq = _adaptive_steps(s, tables, tid)
+        return _encode_scalar(start, freq, prec).astype("<u2").tobytes()
     # Per-symbol (start, freq), gathered once.
     start = np.empty(n, np.uint64)
     freq = np.empty(n, np.uint64)
@@ -200,6 +315,26 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
     L = _lanes(n, lanes)
     words = _encode_scalar(start, freq, prec) if L == 1 else _encode_lanes(start, freq, prec, L)
     return words.astype("<u2").tobytes()
+
+
+def _adaptive_steps(s: np.ndarray, tables, tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every symbol's (start, freq) under :class:`AdaptiveTables`, in coding order -> uint64 ``[n]`` x 2."""
+    ad = AdaptiveTables(tables)
+    start, freq = [0] * len(s), [0] * len(s)
+    lists, update = ad.lists, ad.update
+    for i, (k, v) in enumerate(zip(tid.tolist(), s.tolist())):
+        f, c = lists(k)
+        start[i], freq[i] = c[v], f[v]
+        update(k, v)
+    return np.asarray(start, np.uint64), np.asarray(freq, np.uint64)
+
+
+def adaptive_bits(symbols, tables: Sequence[RansTable], table_ids) -> np.ndarray:
+    """Cost in bits of every symbol coded with :class:`AdaptiveTables` of ``tables`` -> float64 ``[n]``."""
+    s = np.asarray(symbols, np.int64).reshape(-1)
+    tables, tid, prec = _prepare_tables(tables, table_ids, s.shape[0])
+    _, freq = _adaptive_steps(s, tables, tid)
+    return prec - np.log2(freq.astype(np.float64))
 
 
 def _encode_scalar(start, freq, prec) -> np.ndarray:
@@ -250,8 +385,8 @@ def _lanes(n: int, lanes: int | None) -> int:
 
 
 def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, table_ids=None,
-                lanes: int | None = None) -> np.ndarray:
-    """Decode ``n`` symbols encoded by :func:`rans_encode` with the same tables (and ``lanes``).
+                lanes: int | None = None, adaptive: bool = False) -> np.ndarray:
+    """Decode ``n`` symbols encoded by :func:`rans_encode` with the same tables (``lanes``, ``adaptive``).
 
     Raises:
       BitstreamError: truncated, corrupt or trailing data.
@@ -262,11 +397,15 @@ def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, ta
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     n = int(n)
-    check_symbol_count(len(data), tables, n)
+    check_symbol_count(len(data), tables, n, adaptive)
     tables, tid, prec = _prepare_tables(tables, table_ids, n)
     buf = bytes(data)
     if len(buf) % 2:
         raise BitstreamError("rANS payload has an odd number of bytes")
+    if adaptive:
+        if lanes not in (None, 1):
+            raise ValueError("adaptive streams have one lane")
+        return _decode_adaptive(buf, tables, tid, prec, n)
     L = _lanes(n, lanes)
     if len(buf) < 4 * L:
         raise BitstreamError("rANS payload is truncated (no room for the final states)")
@@ -303,6 +442,44 @@ def _decode_scalar(buf, tables, tid, prec, n) -> np.ndarray:
             x = (x << 16) | words[pos]
             pos += 1
         out[i] = sym
+    if pos != nw:
+        raise BitstreamError(f"rANS payload has {nw - pos} unused words (corrupt or trailing data)")
+    if x != RANS_L:
+        raise BitstreamError("rANS payload is corrupt (the state did not return to its initial value)")
+    return np.asarray(out, np.int64)
+
+
+def _decode_adaptive(buf, tables, tid, prec, n) -> np.ndarray:
+    """One lane under :class:`AdaptiveTables` (its bookkeeping inlined: this is the decoder's inner loop)."""
+    words = np.frombuffer(buf, "<u2").tolist()
+    if len(words) < 2:
+        raise BitstreamError("rANS payload is truncated (no room for the final state)")
+    x = (words[1] << 16) | words[0]
+    if x < RANS_L:
+        raise BitstreamError("rANS payload is corrupt (invalid final state)")
+    pos, nw = 2, len(words)
+    mask = (1 << prec) - 1
+    ad = AdaptiveTables(tables)
+    for k in range(len(tables)):
+        ad.lists(k)
+    cur, pending, left, rebuild = ad._lists, ad._pending, ad._left, ad._rebuild
+    out = [0] * n
+    find = bisect.bisect_right
+    for i, k in enumerate(tid.tolist()):
+        freq, cdf = cur[k]
+        slot = x & mask
+        sym = find(cdf, slot) - 1
+        x = freq[sym] * (x >> prec) + slot - cdf[sym]
+        if x < RANS_L:
+            if pos >= nw:
+                raise BitstreamError("rANS payload is truncated")
+            x = (x << 16) | words[pos]
+            pos += 1
+        out[i] = sym
+        pending[k].append(sym)
+        left[k] -= 1
+        if not left[k]:
+            rebuild(k)
     if pos != nw:
         raise BitstreamError(f"rANS payload has {nw - pos} unused words (corrupt or trailing data)")
     if x != RANS_L:
@@ -404,6 +581,11 @@ class RansDecoder:
     def decode(self, table: RansTable) -> int:
         """The next symbol, decoded with ``table``."""
         _, freq, cdf = self._lists(table)
+        return self.decode_lists(freq, cdf)
+
+    def decode_lists(self, freq: list, cdf: list) -> int:
+        """The next symbol, decoded with a table given as ``(freq, cdf)`` lists (e.g.
+        :meth:`AdaptiveTables.lists`)."""
         x = self._x
         slot = x & self._mask
         sym = bisect.bisect_right(cdf, slot) - 1
