@@ -3,6 +3,7 @@
 Usage:
   python -m experiments.bench_rd [--images DIR_OR_FILES ...] [--gray]
                                  [--codecs pc15,jpeg,webp,jpeg2000,avif,heif,jxl] [--out results/] [--quick]
+                                 [--pc15 ladder|blocks|all] [--frozen-tables]
 
 Writes ``rd_points.json`` (every image/codec/setting: bytes, bpp, PSNR, SSIM, blockiness, seconds),
 ``rd_table.md`` (mean PSNR/SSIM at 0.05, 0.1, 0.15, 0.25, 0.5 bpp, the lowest mean bpp reached, the
@@ -156,16 +157,18 @@ def blockiness(rec: np.ndarray, grid: tuple[int, int] = (BLOCK_TILE, BLOCK_OVERL
     return float(s.mean()) if s.size else float("nan")
 
 
-def encode_point(img: np.ndarray, codec: str, setting) -> dict:
+def encode_point(img: np.ndarray, codec: str, setting, pc15_options=None) -> dict:
+    """One image at one setting -> bytes, bpp, PSNR, SSIM, blockiness, seconds. ``pc15_options``:
+    further ``CodecConfig`` fields for PC15 (e.g. ``{"adaptive_coding": False}``)."""
     t = time.perf_counter()
     if codec == "pc15":
         if setting[0] == "blocks":
             from pc15jax._src.blockmap import DEFAULT_LAYERS
 
-            cfg = pc.CodecConfig(block_sizes=DEFAULT_LAYERS, lambda_rd=setting[1])
+            cfg = pc.CodecConfig(block_sizes=DEFAULT_LAYERS, lambda_rd=setting[1], **(pc15_options or {}))
         else:
             tile, overlap, lam = setting
-            cfg = pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=lam)
+            cfg = pc.CodecConfig(tile=tile, overlap=overlap, lambda_rd=lam, **(pc15_options or {}))
         enc = pc.encode(img, cfg)  # luma or YCbCr 4:2:0
         data = enc["bitstream"]
         rec = np.round((pc.decode(data) if img.ndim == 3 else pc.decode_y(data)) * 255.0).astype(np.uint8)
@@ -300,7 +303,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="two settings per codec (smoke test)")
     ap.add_argument("--pc15", choices=sorted(PC15_SETTINGS), default="all",
                     help="PC15's settings: the tile-size ladder, block sizes per region (block_map), or both (default)")
+    ap.add_argument("--frozen-tables", action="store_true",
+                    help="PC15 without the adaptive_coding tool (the frozen rANS tables only)")
     args = ap.parse_args(argv)
+    pc15_options = {"adaptive_coding": False} if args.frozen_tables else None
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     bad = sorted(set(codecs) - set(CODECS))
     if bad:
@@ -323,7 +329,7 @@ def main(argv=None) -> int:
         for c in codecs:
             for s in settings[c]:
                 points.append(dict(image=name, codec=c, setting=list(s) if isinstance(s, tuple) else s,
-                                   **encode_point(img, c, s)))
+                                   **encode_point(img, c, s, pc15_options)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from shared_runtime import atomic_write_bytes
