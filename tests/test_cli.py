@@ -152,3 +152,19 @@ def test_import_leaves_flax_and_scipy_for_later():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_frozen_tables_flag_leaves_the_adaptive_tool_out(tmp_path, capsys):
+    from PIL import Image
+    from skimage import color, data as skd
+
+    img = (color.rgb2gray(skd.coffee()[:192, :192].transpose(1, 0, 2)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "c.png")
+    tools = {}
+    for flag in ([], ["--frozen-tables"]):
+        out = tmp_path / f"c{len(flag)}.pc15"
+        assert cli.main(["encode", str(tmp_path / "c.png"), "-o", str(out), "--gray", "--lambda", "0.1"] + flag) == 0
+        assert cli.main(["info", str(out), "--json"]) == 0
+        tools[bool(flag)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tools"]
+    assert "adaptive_coding" in tools[False] and "adaptive_coding" not in tools[True]
+    assert (tmp_path / "c0.pc15").stat().st_size < (tmp_path / "c1.pc15").stat().st_size
