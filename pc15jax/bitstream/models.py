@@ -25,6 +25,10 @@ A table set without context tables (``pc15-v1``) uses its one table per class fo
 so its streams are coded exactly as before. With contexts, stream A is coded in one rANS lane
 and decoded one symbol at a time (each count's context is two counts decoded before it).
 
+With the header's ``adaptive_coding`` tool, both streams are one rANS lane whose tables start
+frozen and adapt to the symbols already coded (:class:`~.rans.AdaptiveTables`, the same on both
+sides), so each context's table follows the image.
+
 Tables are frozen JSON files of counts, named by an id recorded in the stream: the package's own
 (``pc15jax/bitstream/tables/<id>.json``) or ``$PC15_MODELS_DIR/rans/<id>.json``, which takes
 precedence. Counts are turned into rANS tables by :func:`~.rans.build_rans_tables`, so the same

@@ -15,7 +15,7 @@ it (context modelling), encode with ``lanes=1`` and decode one symbol at a time 
 
 **Backward adaptation** (``adaptive=True``): every table starts as the frozen one and follows the
 symbols it has coded (:class:`AdaptiveTables`): after ``n`` of them its counts are
-``ADAPT_WEIGHT * p_frozen + histogram``, re-quantised by :func:`build_rans_tables` whenever ``n``
+``ADAPT_WEIGHT * p_frozen + histogram``, re-quantised in exact integer arithmetic whenever ``n``
 reaches the next point of a geometric schedule. Encoder and decoder make the same tables from the
 same symbols, so nothing is signalled; adaptive streams use one lane.
 
@@ -134,7 +134,7 @@ def build_rans_tables(symbols_or_counts, precision: int = 14, *, alphabet: int |
 ADAPT_WEIGHT = 32      # weight of the frozen table, in symbols, in an adapted table's counts
 ADAPT_FIRST = 16      # an adapted table is first rebuilt after this many symbols,
 ADAPT_GROWTH = 8      # then whenever its count has grown by max(ADAPT_FIRST, count // ADAPT_GROWTH)
-ADAPT_MAX = 1 << 24   # symbols per table after which it stops adapting (integer counts stay exact)
+ADAPT_MAX_STEP = 1 << 16  # the longest step (bounds the pending symbols; int64 counts stay exact below 2**33)
 
 
 def _requantise(counts: np.ndarray, precision: int) -> np.ndarray:
@@ -160,10 +160,10 @@ class AdaptiveTables:
 
     Table ``k`` starts as ``tables[k]``. :meth:`update` counts every symbol it codes; when it has
     coded ``n`` symbols and ``n`` reaches its next rebuild point (``16, 32, ..., 128, 144, 162,
-    182, ...``: steps of ``max(ADAPT_FIRST, n // ADAPT_GROWTH)``), it is re-quantised from
-    the integer counts ``weight * freq_frozen + 2**precision * histogram`` (the frozen
-    distribution worth ``weight`` symbols, plus what was seen) by :func:`_requantise`. Integers
-    only, so both sides of the coder, on any platform, make the same tables.
+    182, ...``: steps of ``max(ADAPT_FIRST, n // ADAPT_GROWTH)``, at most ``ADAPT_MAX_STEP``), it
+    is re-quantised from the integer counts ``weight * freq_frozen + 2**precision * histogram``
+    (the frozen distribution worth ``weight`` symbols, plus what was seen) by :func:`_requantise`.
+    Integers only, so both sides of the coder, on any platform, make the same tables.
 
     Args:
       tables: the frozen :class:`RansTable` s (one precision). weight: the frozen table's weight in
@@ -221,7 +221,7 @@ class AdaptiveTables:
         h += np.bincount(pend, minlength=t.size) << t.precision
         n = self._n[k] = self._n[k] + len(pend)
         pend.clear()
-        self._left[k] = max(ADAPT_FIRST, n // ADAPT_GROWTH) if n < ADAPT_MAX else -1
+        self._left[k] = min(max(ADAPT_FIRST, n // ADAPT_GROWTH), ADAPT_MAX_STEP)
         f = _requantise(h, t.precision)
         c = f.cumsum()
         self._lists[k] = (f.tolist(), [0] + c.tolist())
