@@ -28,16 +28,23 @@ def test_build_tables_normalises_and_keeps_every_symbol():
         pc.build_rans_tables(np.array([5]), alphabet=3)
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), n=st.integers(0, 3000), k=st.integers(1, 4), prec=st.integers(9, 16))
-def test_round_trip_many_tables(data, n, k, prec):
+def test_round_trip_many_tables(adaptive, data, n, k, prec):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     sizes = [data.draw(st.integers(1, 300)) for _ in range(k)]
     tables = [pc.build_rans_tables(rng.dirichlet(np.ones(m) * 0.3) * 1000, precision=prec) for m in sizes]
     tid = rng.integers(0, k, n)
     sym = np.asarray([rng.integers(0, sizes[t]) for t in tid], np.int64)
-    enc = pc.rans_encode(sym, tables, tid)
-    np.testing.assert_array_equal(pc.rans_decode(enc, tables, n, tid), sym)
+    enc = pc.rans_encode(sym, tables, tid, adaptive=adaptive)
+    np.testing.assert_array_equal(pc.rans_decode(enc, tables, n, tid, adaptive=adaptive), sym)
+    if adaptive:
+        # What the coder pays: the state starts at 2**16 and ends in a 32-bit flush; its floor
+        # division lets it code a few thousandths of a bit per symbol below the ideal (<= 0.0034 over
+        # 400 random streams, static or adaptive).
+        bits = R.adaptive_bits(sym, tables, tid).sum()
+        assert bits + 16 - 1 - 0.005 * n <= 8 * len(enc) <= 1.002 * bits + 48
 
 
 def test_lane_paths_agree_and_long_streams_round_trip():
@@ -135,20 +142,6 @@ def test_symbol_by_symbol_decoder_detects_corruption():
 
 
 # ------------------------------------------------------------------------------- adaptive tables
-
-@settings(max_examples=80, deadline=None)
-@given(data=st.data(), n=st.integers(0, 3000), k=st.integers(1, 4), prec=st.integers(12, 16))
-def test_adaptive_round_trip_many_tables(data, n, k, prec):
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
-    sizes = [data.draw(st.integers(1, 300)) for _ in range(k)]
-    tables = [pc.build_rans_tables(rng.dirichlet(np.ones(m) * 0.3) * 1000, precision=prec) for m in sizes]
-    tid = rng.integers(0, k, n)
-    sym = np.asarray([rng.integers(0, sizes[t]) for t in tid], np.int64)
-    enc = pc.rans_encode(sym, tables, tid, adaptive=True)
-    np.testing.assert_array_equal(pc.rans_decode(enc, tables, n, tid, adaptive=True), sym)
-    bits = R.adaptive_bits(sym, tables, tid).sum()  # what the coder pays: the state starts at 2**16
-    assert bits + 16 - 1 <= 8 * len(enc) <= 1.002 * bits + 48  # and ends in a 32-bit flush
-
 
 def test_adaptive_tables_learn_a_distribution_the_frozen_table_does_not_know():
     rng = np.random.default_rng(3)

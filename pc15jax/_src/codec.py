@@ -123,19 +123,23 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, m
                         table_id=cfg.table_id, layout=layout, meta=meta, tools=tools, tool_data=tool_data)
 
 
-def _pack_plane(h: StreamHeader, model: SymbolModel, sym, shape):
-    """-> (``(n_a, A words, n_b, B words)``, ideal bits per class)."""
-    a, atid, b, btid = split_plane(model, h, sym, shape)
+def _pack_plane(h: StreamHeader, model: SymbolModel, a, atid, b, btid):
+    """A plane's split symbols (:func:`split_plane`) -> (``(n_a, A words, n_b, B words)``, ideal bits per class)."""
     ad = "adaptive_coding" in h.tool_names
-    return (len(a), rans_encode(a, model.tables, atid, lanes=1 if ad else model.a_lanes, adaptive=ad), len(b),
+    return (len(a), rans_encode(a, model.tables, atid, lanes=model.a_lanes, adaptive=ad), len(b),
             rans_encode(b, model.tables, btid, adaptive=ad)), \
         _class_bits(model, a, atid, b, btid, adaptive=ad)
 
 
-def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tuple[bytes, dict]:
+def _split(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> list[tuple]:
+    return [split_plane(model, h, sym, shape) for sym, shape in zip(planes, plane_shapes(h.layout, h.H, h.W))]
+
+
+def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols], splits=None) -> tuple[bytes, dict]:
+    """-> (stream bytes, ideal bits per class). ``splits``: the planes' :func:`split_plane` symbols, if made."""
     payloads, bits = [], Counter()
-    for sym, shape in zip(planes, plane_shapes(h.layout, h.H, h.W)):
-        pl, b = _pack_plane(h, model, sym, shape)
+    for split in _split(h, model, planes) if splits is None else splits:
+        pl, b = _pack_plane(h, model, *split)
         payloads.append(pl)
         bits.update(b)
     return pack_stream(h, payloads), {k: round(v, 1) for k, v in sorted(bits.items())}
@@ -145,11 +149,12 @@ def _pack_best(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) 
     """:func:`_pack`, and with the ``adaptive_coding`` tool also without it: the smaller stream
     wins (the tool is used where it pays; adaptation costs bits on short streams whose statistics
     the frozen tables already fit) -> (header, bytes, ideal bits per class)."""
-    data, bits = _pack(h, model, planes)
+    splits = _split(h, model, planes)  # the symbols do not depend on the tool: split once
+    data, bits = _pack(h, model, planes, splits)
     tool = 1 << TOOLS.index("adaptive_coding")
     if h.tools & tool:
         h_off = dataclasses.replace(h, tools=h.tools & ~tool)
-        d_off, b_off = _pack(h_off, model, planes)
+        d_off, b_off = _pack(h_off, model, planes, splits)
         if len(d_off) <= len(data):
             return h_off, d_off, b_off
     return h, data, bits

@@ -310,7 +310,7 @@ class SymbolModel:
         if not self.contexts:
             tid = np.full(n_a, self.gen_tid[0], np.int64)
             tid[:n_coded] = self.count_tid[0]
-            a = rans_decode(data, self.tables, n_a, tid, lanes=1 if adaptive else self.a_lanes, adaptive=adaptive)
+            a = rans_decode(data, self.tables, n_a, tid, lanes=self.a_lanes, adaptive=adaptive)
             counts, pos = [], 0
             for u in uses:
                 c = np.zeros(len(u), np.int64)

@@ -190,9 +190,6 @@ class AdaptiveTables:
         self._n = [0] * K  # symbols counted at the last rebuild
         self._left = [ADAPT_FIRST] * K  # symbols until the next rebuild
 
-    def __len__(self) -> int:
-        return len(self._frozen)
-
     def lists(self, k: int) -> tuple[list, list]:
         """Table ``k`` as it stands now, as ``(freq, cdf)`` Python lists."""
         hit = self._lists[k]
@@ -300,19 +297,16 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
     sizes = np.asarray([t.size for t in tables])
     if n and (s.min() < 0 or np.any(s >= sizes[tid])):
         raise ValueError("a symbol lies outside its table's alphabet")
+    L = _lanes(n, lanes, adaptive)
     if adaptive:
-        if lanes not in (None, 1):
-            raise ValueError("adaptive streams have one lane")
         start, freq = _adaptive_steps(s, tables, tid)
-        return _encode_scalar(start, freq, prec).astype("<u2").tobytes()
-    # Per-symbol (start, freq), gathered once.
-    start = np.empty(n, np.uint64)
-    freq = np.empty(n, np.uint64)
-    for k, t in enumerate(tables):
-        sel = tid == k
-        start[sel] = t.cdf[s[sel]]
-        freq[sel] = t.freq[s[sel]]
-    L = _lanes(n, lanes)
+    else:  # per-symbol (start, freq), gathered once
+        start = np.empty(n, np.uint64)
+        freq = np.empty(n, np.uint64)
+        for k, t in enumerate(tables):
+            sel = tid == k
+            start[sel] = t.cdf[s[sel]]
+            freq[sel] = t.freq[s[sel]]
     words = _encode_scalar(start, freq, prec) if L == 1 else _encode_lanes(start, freq, prec, L)
     return words.astype("<u2").tobytes()
 
@@ -376,7 +370,11 @@ def _encode_lanes(start, freq, prec, L) -> np.ndarray:
     return np.concatenate(pushed)[::-1]
 
 
-def _lanes(n: int, lanes: int | None) -> int:
+def _lanes(n: int, lanes: int | None, adaptive: bool = False) -> int:
+    if adaptive:
+        if lanes not in (None, 1):
+            raise ValueError("adaptive streams have one lane")
+        return 1
     if lanes is None:
         return lanes_for(n)
     if lanes not in (1, 64):
@@ -402,11 +400,7 @@ def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, ta
     buf = bytes(data)
     if len(buf) % 2:
         raise BitstreamError("rANS payload has an odd number of bytes")
-    if adaptive:
-        if lanes not in (None, 1):
-            raise ValueError("adaptive streams have one lane")
-        return _decode_adaptive(buf, tables, tid, prec, n)
-    L = _lanes(n, lanes)
+    L = _lanes(n, lanes, adaptive)
     if len(buf) < 4 * L:
         raise BitstreamError("rANS payload is truncated (no room for the final states)")
     # Only the tables the symbols use are unpacked (a context model holds a hundred or more).
@@ -414,11 +408,13 @@ def rans_decode(data: bytes, tables: RansTable | Sequence[RansTable], n: int, ta
     tables = [tables[int(k)] for k in used]
     tid = tid.reshape(-1).astype(np.int64)
     if L == 1:
-        return _decode_scalar(buf, tables, tid, prec, n)
+        return _decode_scalar(buf, tables, tid, prec, n, adaptive)
     return _decode_lanes(np.frombuffer(buf, "<u2").astype(np.uint64), tables, tid, prec, n, L)
 
 
-def _decode_scalar(buf, tables, tid, prec, n) -> np.ndarray:
+def _decode_scalar(buf, tables, tid, prec, n, adaptive: bool = False) -> np.ndarray:
+    """One lane, plain Python integers; with ``adaptive`` the tables follow the decoded symbols
+    (:class:`AdaptiveTables`, its bookkeeping inlined: this is the decoder's inner loop)."""
     words = np.frombuffer(buf, "<u2").tolist()
     x = (words[1] << 16) | words[0]
     if x < RANS_L:
@@ -426,46 +422,14 @@ def _decode_scalar(buf, tables, tid, prec, n) -> np.ndarray:
     pos, nw = 2, len(words)
     mask = (1 << prec) - 1
     tids = tid.tolist()
-    freqs, cdfs = [None] * len(tables), [None] * len(tables)
+    ad = AdaptiveTables(tables) if adaptive else None
+    cur = ad._lists if adaptive else [None] * len(tables)  # (freq, cdf) lists of every used table
     for k in set(tids):
-        freqs[k], cdfs[k] = tables[k].lists
+        cur[k] = tables[k].lists
+    pending, left, rebuild = (ad._pending, ad._left, ad._rebuild) if adaptive else (None, None, None)
     out = [0] * n
     find = bisect.bisect_right
     for i, k in enumerate(tids):
-        slot = x & mask
-        cdf = cdfs[k]
-        sym = find(cdf, slot) - 1
-        x = freqs[k][sym] * (x >> prec) + slot - cdf[sym]
-        if x < RANS_L:
-            if pos >= nw:
-                raise BitstreamError("rANS payload is truncated")
-            x = (x << 16) | words[pos]
-            pos += 1
-        out[i] = sym
-    if pos != nw:
-        raise BitstreamError(f"rANS payload has {nw - pos} unused words (corrupt or trailing data)")
-    if x != RANS_L:
-        raise BitstreamError("rANS payload is corrupt (the state did not return to its initial value)")
-    return np.asarray(out, np.int64)
-
-
-def _decode_adaptive(buf, tables, tid, prec, n) -> np.ndarray:
-    """One lane under :class:`AdaptiveTables` (its bookkeeping inlined: this is the decoder's inner loop)."""
-    words = np.frombuffer(buf, "<u2").tolist()
-    if len(words) < 2:
-        raise BitstreamError("rANS payload is truncated (no room for the final state)")
-    x = (words[1] << 16) | words[0]
-    if x < RANS_L:
-        raise BitstreamError("rANS payload is corrupt (invalid final state)")
-    pos, nw = 2, len(words)
-    mask = (1 << prec) - 1
-    ad = AdaptiveTables(tables)
-    for k in range(len(tables)):
-        ad.lists(k)
-    cur, pending, left, rebuild = ad._lists, ad._pending, ad._left, ad._rebuild
-    out = [0] * n
-    find = bisect.bisect_right
-    for i, k in enumerate(tid.tolist()):
         freq, cdf = cur[k]
         slot = x & mask
         sym = find(cdf, slot) - 1
@@ -476,10 +440,11 @@ def _decode_adaptive(buf, tables, tid, prec, n) -> np.ndarray:
             x = (x << 16) | words[pos]
             pos += 1
         out[i] = sym
-        pending[k].append(sym)
-        left[k] -= 1
-        if not left[k]:
-            rebuild(k)
+        if adaptive:
+            pending[k].append(sym)
+            left[k] -= 1
+            if not left[k]:
+                rebuild(k)
     if pos != nw:
         raise BitstreamError(f"rANS payload has {nw - pos} unused words (corrupt or trailing data)")
     if x != RANS_L:
