@@ -151,7 +151,7 @@ def main(argv=None) -> int:
             if not inputs:
                 from mosaic_jax.simulate import simulate_dataset
 
-                simulate_dataset(tmp, **DEMO)
+                simulate_dataset(tmp, **DEMO, true_sky=False)  # the demo's truth is not looked at
                 if args.tile_size_factor is None:
                     cfg = dataclasses.replace(cfg, tile_size_factor=DEMO_TILE_SIZE_FACTOR)
                 print(f"no input: building the demo mosaic of a simulated colour sky "

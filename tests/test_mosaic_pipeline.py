@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -14,7 +15,8 @@ from astropy.io import fits
 
 import mosaic_jax as mj
 from mosaic_jax.__main__ import main as cli
-from mosaic_jax.quality import lad_fit, seam_metric
+from mosaic_jax._src.quality import _robust_lstsq
+from mosaic_jax.quality import block_medians, lad_fit, seam_metric
 from mosaic_jax.simulate import mosaic_bayer, simulate_dataset, sky_wcs
 
 
@@ -187,6 +189,35 @@ def test_lad_fit_ignores_outlying_blocks():
     assert abs(a - 2) < 1e-3 and abs(b - 1) < 1e-2
 
 
+def test_lad_fit_equals_the_generic_irls():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=80)
+    y = 0.7 * x - 3 + 0.2 * rng.standard_cauchy(80)
+    a, b, r = lad_fit(x, y)
+    z, rz = _robust_lstsq(np.stack([x, np.ones_like(x)], 1), y, lad=True)
+    np.testing.assert_allclose([a, b], z, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(r, rz, atol=1e-9)
+
+
+@pytest.mark.parametrize("block", [1, 2, 5, 32])
+def test_block_medians_equal_nanmedian(block):
+    rng = np.random.default_rng(block)
+    img = rng.normal(size=(101, 130, 3)).astype(np.float32)
+    img[rng.random(img.shape) < 0.05] = np.nan
+    img[:40, :50] = np.nan  # whole blocks empty
+    img[60:, 70:, 1] = np.where(rng.random((41, 60)) < 0.5, np.nan, img[60:, 70:, 1])  # blocks under 90 % valid
+    by, bx = 101 // block, 130 // block
+    b = img[:by * block, :bx * block].reshape(by, block, bx, block, 3).transpose(0, 2, 4, 1, 3).reshape(by, bx, 3, -1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.where(np.isfinite(b).mean(-1) >= 0.9, np.nanmedian(b, -1), np.nan)
+    got = block_medians(img, block)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[np.isfinite(got)], ref[np.isfinite(ref)], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(block_medians(img[..., 0], block), got[..., 0])
+
+
 def test_seam_metric_zero_for_scaled_frames_and_sees_a_step():
     rng = np.random.default_rng(2)
     w = sky_wcs(shape=(256, 256))
@@ -286,6 +317,14 @@ def test_bad_inputs_give_clear_errors_and_no_output(tmp_path, capsys):
     assert cli(["build", str(far), "-o", str(out), "-q"]) == 2
     assert not out.exists()
     del w
+
+
+def test_simulate_without_the_true_sky_writes_the_same_frames(tmp_path):
+    a = simulate_dataset(tmp_path / "a", grid=(1, 2), frame_shape=(40, 48), rgb=True, seed=4)
+    b = simulate_dataset(tmp_path / "b", grid=(1, 2), frame_shape=(40, 48), rgb=True, seed=4, true_sky=False)
+    assert a == b and not (tmp_path / "b" / "truth").exists()
+    for f in a["frames"]:
+        assert (tmp_path / "a" / f["file"]).read_bytes() == (tmp_path / "b" / f["file"]).read_bytes()
 
 
 def test_cli_simulate_build_report(tmp_path, capsys):

@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 import mosaic_jax as mj
-from mosaic_jax._src.sky import frame_norm, n_terms, poly_basis
+from mosaic_jax._src.sky import _spd_solve, frame_norm, n_terms, poly_basis
 from mosaic_jax.quality import seam_steps, truth_error
 from mosaic_jax.simulate import sky_wcs
 
@@ -64,6 +64,35 @@ def test_poly_basis_prefix_and_norm():
     np.testing.assert_allclose(B2[:, 3:], np.stack([u * u, u * v, v * v], 1))
     cy, cx, hy, hx = frame_norm((10, 20, 30, 60))
     assert (cy, cx, hy, hx) == (19.5, 39.5, 10.0, 20.0)  # pixels 10..29 -> [-1, 1)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_spd_solve_matches_numpy_and_needs_no_lapack(degree):
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(degree)
+    X = poly_basis(rng.uniform(-1, 1, 400), rng.uniform(-1, 1, 400), degree)
+    A = X.T @ (X * rng.uniform(0.1, 1, 400)[:, None])
+    Y = rng.normal(size=(len(A), 2))
+    f = jax.jit(_spd_solve)
+    got = np.asarray(f(jnp.asarray(A, jnp.float32), jnp.asarray(Y, jnp.float32)))
+    np.testing.assert_allclose(got, np.linalg.solve(A, Y), rtol=1e-4, atol=1e-4 * np.abs(np.linalg.solve(A, Y)).max())
+    assert "lapack" not in f.lower(jnp.asarray(A, jnp.float32), jnp.asarray(Y, jnp.float32)).as_text()
+
+
+def test_dense_and_sparse_solves_agree(tmp_path, field, monkeypatch):
+    from mosaic_jax._src import sky as sky_mod
+
+    img, wcs = field
+    paths, _ = cut(img, wcs, tmp_path, gains=True, degree=2, seed=3)
+    cfg = mj.MosaicConfig(sky="poly2", quality=False)
+    dense = mj.build_mosaic(paths, cfg, progress=False).report["frames"]
+    monkeypatch.setattr(sky_mod, "DENSE_UNKNOWNS", 0)
+    sparse = mj.build_mosaic(paths, cfg, progress=False).report["frames"]
+    for a, b in zip(dense, sparse):
+        np.testing.assert_allclose(a["gains"], b["gains"], rtol=1e-9)
+        np.testing.assert_allclose(a["sky_coeffs"], b["sky_coeffs"], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("sky,gains", [("poly2", True), ("plane", False)])

@@ -122,7 +122,8 @@ def _write_frame(path: Path, data: np.ndarray, wcs: WCS, extra: dict) -> None:
 def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_overlap: float = 0.3,
                      rgb: bool = False, bayer: bool = False, seed: int = 0, sigma: float = 2.0,
                      gain_range=(0.8, 1.25), offset_range=(-15.0, 15.0), gradient: float = 0.5,
-                     cast: float = 0.04, n_stars: int | None = None, noise: bool = True) -> dict:
+                     cast: float = 0.04, n_stars: int | None = None, noise: bool = True,
+                     true_sky: bool = True) -> dict:
     """Write a grid of overlapping plate-solved frames of one simulated sky, with known truth.
 
     Args:
@@ -135,6 +136,8 @@ def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_over
         amplitude of each frame's linear gradient, in units of ``sigma``. cast: colour-cast range
         (per-channel gain factors in ``1 +- cast``). noise: ``False`` leaves the noise out (the same
         random draws are made, so a seed gives the same pointings and sky either way).
+        true_sky: ``False`` skips evaluating and writing ``truth/sky.fits`` (the frames and
+        ``truth.json`` are the same).
 
     Returns:
       The truth dictionary (also written to ``truth.json``).
@@ -180,8 +183,8 @@ def simulate_dataset(out_dir, *, grid=(3, 3), frame_shape=(192, 256), frame_over
             _write_frame(out / name, data, w, extra)
             frames.append({"file": name, "gain": g, "cast": casts.tolist(), "offset": o,
                            "gradient_per_px": [float(gy), float(gx)], "center_radec": [float(ra), float(dec)]})
-    truth_sky = simulate_sky(model, ref, ref, ext, C)
-    _write_frame(out / "truth" / "sky.fits", truth_sky, ref, {"OBJECT": "TRUE SKY"})
+    if true_sky:
+        _write_frame(out / "truth" / "sky.fits", simulate_sky(model, ref, ref, ext, C), ref, {"OBJECT": "TRUE SKY"})
     truth = {"grid": [ny, nx], "frame_shape": list(frame_shape), "channels": C, "bayer": bool(bayer),
              "sigma": sigma, "background": model["background"], "seed": seed, "frames": frames,
              "model": "frame_c = gain * cast_c * sky_c + offset + gradient + N(0, sigma)"}

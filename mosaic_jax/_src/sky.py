@@ -20,7 +20,7 @@ Two stages, both vectorised:
    ``MIN_CORRELATION``: a pure-sky overlap carries no gain information), the weighted pixel count,
    and the weighted Gram matrix of ``[f_i - a f_j, f_j, phi_i(x), phi_j(x)]`` (``phi_k``: frame
    ``k``'s polynomial basis), ``(2 + 2M)^2`` numbers for ``M`` terms.
-2. **Global solve** (:func:`solve_frame_sky`, host, float64, sparse): the gains first, in log space
+2. **Global solve** (:func:`solve_frame_sky`, host, float64, dense or sparse): the gains first, in log space
    (``log g_j - log g_i = log a_ij``) over the identifiable pairs, robust (Huber IRLS); then, given
    the gains, every polynomial coefficient at once from the normal equations assembled from the
    Gram matrices (``P_i - P_j = g_i f_i - g_j f_j`` on every overlap), robust over pairs. Neither
@@ -118,12 +118,32 @@ class PairStats(NamedTuple):
     scale: jax.Array
 
 
+def _spd_solve(A, Y):
+    """``A^-1 Y`` for a symmetric positive definite ``A [m, m]`` and ``Y [m, r]``, by a Cholesky
+    factorisation unrolled over the (small, static) ``m``: plain arithmetic, so the program needs
+    no LAPACK kernels (whose registration costs a fresh process 0.2 s)."""
+    m = A.shape[0]
+    L = [[None] * m for _ in range(m)]
+    for j in range(m):
+        d = A[j, j] - sum((L[j][k] * L[j][k] for k in range(j)), jnp.zeros((), A.dtype))
+        L[j][j] = jnp.sqrt(jnp.maximum(d, jnp.finfo(A.dtype).tiny))
+        for i in range(j + 1, m):
+            L[i][j] = (A[i, j] - sum((L[i][k] * L[j][k] for k in range(j)), jnp.zeros((), A.dtype))) / L[j][j]
+    z = []
+    for i in range(m):  # L z = Y
+        z.append((Y[i] - sum((L[i][k] * z[k] for k in range(i)), jnp.zeros_like(Y[i]))) / L[i][i])
+    x = [None] * m
+    for i in reversed(range(m)):  # L^T x = z
+        x[i] = (z[i] - sum((L[k][i] * x[k] for k in range(i + 1, m)), jnp.zeros_like(Y[i]))) / L[i][i]
+    return jnp.stack(x)
+
+
 def _wls(X, w, Y, ridge=1e-6):
     """Weighted least squares ``X beta ~ Y`` for ``X [K, m]``, ``Y [K, r]`` -> ``[m, r]``."""
     Xw = X * w[:, None]
     A = X.T @ Xw
     A = A + ridge * jnp.trace(A) / A.shape[0] * jnp.eye(A.shape[0], dtype=A.dtype)
-    return jnp.linalg.solve(A, Xw.T @ Y)
+    return _spd_solve(A, Xw.T @ Y)
 
 
 def _pair_channel(a, b, m, Bp, Bi, Bj, sa, sb, fit_gain, lo, hi, n_iter: int):
@@ -235,11 +255,29 @@ def _components(n, pairs):
     return _graph_components(n, np.asarray(pairs, np.int64).reshape(-1, 2))
 
 
+DENSE_UNKNOWNS = 1024  # normal equations up to this size are solved dense (numpy), larger ones sparse (scipy)
+
+
+def _normal_solve(rows, cols, vals, rhs, ridge):
+    """``(H + ridge I) x = rhs`` with ``H [nu, nu]`` the sum of the COO triplets ``(rows, cols,
+    vals)`` (duplicates add), float64 -> ``x [nu]``. Dense up to ``DENSE_UNKNOWNS`` unknowns (a
+    mosaic of a few hundred frames, and no scipy import in a small run), sparse beyond."""
+    nu = len(rhs)
+    if nu <= DENSE_UNKNOWNS:
+        H = np.zeros((nu, nu))
+        np.add.at(H, (rows, cols), vals)
+        H[np.diag_indices(nu)] += ridge
+        return np.linalg.solve(H, rhs)
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    H = sparse.csc_matrix((vals, (rows, cols)), shape=(nu, nu)) + sparse.identity(nu) * ridge
+    return np.atleast_1d(spsolve(H, rhs))
+
+
 def _solve_gains(n, pairs, a, info, comp, anchors, huber=2.5, n_iter=8):
     """Robust log-gain solve over the identifiable pairs (``info``: their weights, 0 = unusable).
     -> ``log g [n]``; frames outside the identifiable graph get 0."""
-    from scipy import sparse
-    from scipy.sparse.linalg import spsolve
 
     use = info > 0
     lg = np.zeros(n)
@@ -256,21 +294,20 @@ def _solve_gains(n, pairs, a, info, comp, anchors, huber=2.5, n_iter=8):
     free = np.flatnonzero(~fixed)
     col = -np.ones(n, np.int64)
     col[free] = np.arange(len(free))
-    rows = np.arange(len(p))
+    # each pair's row of the design matrix is +1 at its frame j, -1 at its frame i (free frames only)
+    cp = np.stack([col[p[:, 1]], col[p[:, 0]]], 1)  # [Q, 2]
+    sp = np.array([1.0, -1.0])
+    both = (cp[:, :, None] >= 0) & (cp[:, None, :] >= 0)
+    rr = np.broadcast_to(cp[:, :, None], both.shape)[both]
+    cc = np.broadcast_to(cp[:, None, :], both.shape)[both]
+    ss = np.broadcast_to(sp[:, None] * sp[None, :], both.shape)
     w = w0.copy()
     for _ in range(n_iter):
-        data, rr, cc = [], [], []
-        for side, sgn in ((1, 1.0), (0, -1.0)):
-            ok = col[p[:, side]] >= 0
-            rr.append(rows[ok])
-            cc.append(col[p[ok, side]])
-            data.append(np.full(ok.sum(), sgn))
-        Am = sparse.csr_matrix((np.concatenate(data), (np.concatenate(rr), np.concatenate(cc))),
-                               shape=(len(p), len(free)))
         if len(free):
-            N = (Am.T @ sparse.diags(w) @ Am).tocsc() + sparse.identity(len(free)) * 1e-12 * w.sum()
-            z = np.atleast_1d(spsolve(N, Am.T @ (w * la)))
-            lg[free] = z
+            rhs = np.zeros(len(free))
+            keep = cp >= 0
+            np.add.at(rhs, cp[keep], ((w * la)[:, None] * sp)[keep])
+            lg[free] = _normal_solve(rr, cc, (w[:, None, None] * ss)[both], rhs, 1e-12 * w.sum())
         r = lg[p[:, 1]] - lg[p[:, 0]] - la
         s = max(1.4826 * float(np.median(np.abs(r))), 1e-6)
         u = np.abs(r) / (huber * s)
@@ -317,9 +354,6 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
     Returns:
       :class:`SkySolution`. Deterministic.
     """
-    from scipy import sparse
-    from scipy.sparse.linalg import spsolve
-
     if sky_gauge not in ("mean", "reference"):
         raise ValueError(f"sky_gauge must be 'mean' or 'reference', got {sky_gauge!r}")
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
@@ -400,13 +434,14 @@ def solve_frame_sky(n: int, pairs, stats: PairStats, *, degree: int, noise, fit_
         for it in range(n_iter):
             wq = omega / sig2
             if nu:
-                H = sparse.csc_matrix(((wq[:, None, None] * Gp)[both], (rr, cc)), shape=(nu, nu))
-                H = H + sparse.identity(nu) * max(1e-8 * float(np.mean(H.diagonal())), 1e-300)
+                vals = (wq[:, None, None] * Gp)[both]
+                dia = rr == cc
+                ridge = max(1e-8 * float(np.bincount(rr[dia], vals[dia], minlength=nu).mean()), 1e-300)
                 rhs = np.zeros(nu)
                 keep = ids >= 0
                 np.add.at(rhs, ids[keep], (wq[:, None] * bp)[keep])
                 full = np.zeros((n, M))
-                full[~fixed] = np.atleast_1d(spsolve(H, rhs))
+                full[~fixed] = _normal_solve(rr, cc, vals, rhs, ridge)
             th = t.copy()
             th[:, 2:2 + M] -= full[pi]
             th[:, 2 + M:] += full[pj]
