@@ -4,7 +4,6 @@ metric (:func:`seam_metric`, biased: see its docstring)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import jax.numpy as jnp
