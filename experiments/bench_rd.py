@@ -3,7 +3,7 @@
 Usage:
   python -m experiments.bench_rd [--images DIR_OR_FILES ...] [--gray]
                                  [--codecs pc15,jpeg,webp,jpeg2000,avif,heif,jxl] [--out results/] [--quick]
-                                 [--pc15 ladder|blocks|all] [--frozen-tables]
+                                 [--pc15 ladder|blocks|all] [--frozen-tables] [--residual]
 
 Writes ``rd_points.json`` (every image/codec/setting: bytes, bpp, PSNR, SSIM, blockiness, seconds),
 ``rd_table.md`` (mean PSNR/SSIM at 0.05, 0.1, 0.15, 0.25, 0.5 bpp, the lowest mean bpp reached, the
@@ -305,8 +305,11 @@ def main(argv=None) -> int:
                     help="PC15's settings: the tile-size ladder, block sizes per region (block_map), or both (default)")
     ap.add_argument("--frozen-tables", action="store_true",
                     help="PC15 without the adaptive_coding tool (the frozen rANS tables only)")
+    ap.add_argument("--residual", action="store_true",
+                    help="PC15 with the transform_residual tool (an 8x8 DCT residual on top of the atoms)")
     args = ap.parse_args(argv)
-    pc15_options = {"adaptive_coding": False} if args.frozen_tables else None
+    pc15_options = ({"adaptive_coding": False} if args.frozen_tables else {}) | (
+        {"transform_residual": True} if args.residual else {}) or None
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     bad = sorted(set(codecs) - set(CODECS))
     if bad:

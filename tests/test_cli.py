@@ -168,3 +168,15 @@ def test_frozen_tables_flag_leaves_the_adaptive_tool_out(tmp_path, capsys):
         tools[bool(flag)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tools"]
     assert "adaptive_coding" in tools[False] and "adaptive_coding" not in tools[True]
     assert (tmp_path / "c0.pc15").stat().st_size < (tmp_path / "c1.pc15").stat().st_size
+
+
+def test_residual_flag_adds_the_transform_residual_tool(tmp_path, capsys):
+    from PIL import Image
+    from skimage import data as skd
+
+    Image.fromarray(skd.camera()[96:192, 160:288]).save(tmp_path / "c.png")  # textured: the atoms leave detail
+    out = tmp_path / "c.pc15"
+    assert cli.main(["encode", str(tmp_path / "c.png"), "-o", str(out), "--lambda", "0.1", "--residual"]) == 0
+    assert cli.main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "transform_residual" in info["tools"] and info["residual_steps"][0] > 0

@@ -169,7 +169,16 @@ def adaptive_stream():
     return enc["bitstream"]
 
 
-@pytest.mark.parametrize("which", ["small", "adaptive_stream"])
+@pytest.fixture(scope="module")
+def residual_stream(camera):
+    """A stream that uses the transform_residual tool (with adaptive coding)."""
+    img = (camera[100:164, 200:280] * 255).astype(np.uint8)
+    enc = pc.encode_y(img, pc.CodecConfig(tile=16, overlap=1, lambda_rd=0.1, transform_residual=True))
+    assert "transform_residual" in enc["stats"]["tools"]
+    return enc["bitstream"]
+
+
+@pytest.mark.parametrize("which", ["small", "adaptive_stream", "residual_stream"])
 def test_fuzz_only_bitstream_errors(which, request):
     base = request.getfixturevalue(which)
     base = base[1]["bitstream"] if which == "small" else base

@@ -15,7 +15,7 @@ from astropy.io import fits
 
 import mosaic_jax as mj
 from mosaic_jax.__main__ import main as cli
-from mosaic_jax._src.quality import _robust_lstsq
+from mosaic_jax._src.quality import _robust_lstsq, lad_fits
 from mosaic_jax.quality import block_medians, lad_fit, seam_metric
 from mosaic_jax.simulate import mosaic_bayer, simulate_dataset, sky_wcs
 
@@ -197,6 +197,17 @@ def test_lad_fit_equals_the_generic_irls():
     z, rz = _robust_lstsq(np.stack([x, np.ones_like(x)], 1), y, lad=True)
     np.testing.assert_allclose([a, b], z, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(r, rz, atol=1e-9)
+
+
+def test_lad_fits_rows_equal_their_own_fits():
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(4, 40)), rng.normal(size=(4, 40))
+    m = rng.random((4, 40)) < 0.7
+    a, b, r = lad_fits(x, y, m)
+    for i in range(4):
+        ai, bi, ri = lad_fit(x[i][m[i]], y[i][m[i]])
+        np.testing.assert_allclose([a[i], b[i]], [ai, bi], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(r[i][m[i]], ri, atol=1e-9)
 
 
 @pytest.mark.parametrize("block", [1, 2, 5, 32])

@@ -18,13 +18,14 @@ import numpy as np
 from shared_runtime import aot, atomic_write_bytes
 
 from ..bitstream import rans_encode
+from ..bitstream import residual as resid
 from ..bitstream.container import TOOLS, StreamHeader, TileRec, grid_shape, pack_stream, plane_shapes
 from ..bitstream.models import MAX_COEF, SymbolModel
 from . import blockmap
 from . import generators as gens
 from .color import as_rgb_float, rgb_to_ycbcr, subsample_420
 from .config import CodecConfig, resolve_config
-from .decoder import (LayeredPlane, PlaneSymbols, _class_bits, _header_window_params, _parse,  # noqa: F401
+from .decoder import (LayeredPlane, PlaneSymbols, _class_bits, _decoded_plane, _header_window_params, _parse,  # noqa: F401
                       _plane_filters, _read_bytes, _reconstruct_all, _reconstruct_plane, _records_to_symbols,
                       _symbols_to_records, decode, decode_native, decode_y, generator_histogram, generator_layout,
                       plane_layers, plane_seams, read_bitstream, split_plane, stream_bank, stream_info, symbol_model)
@@ -102,7 +103,7 @@ def _filter_geometry(cfg: CodecConfig) -> tuple[int, int]:
     return min(cfg.block_sizes, key=lambda g: (g[0] - g[1], g[0]))
 
 
-def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, maps=None) -> StreamHeader:
+def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, maps=None, steps=None) -> StreamHeader:
     r6 = lambda v: float(f"{v:.6g}")  # noqa: E731  (the meta is informative: keep it short)
     meta = {"encoder": "pc15jax", "lambda": r6(cfg.lambda_rd), "alpha": r6(cfg.alpha_mix), "search": cfg.search}
     if cfg.ai is not None:
@@ -113,9 +114,11 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, m
     tools = (1 << TOOLS.index("loop_filter") if lf else 0) | (
         1 << TOOLS.index("large_dictionary") if cfg.dictionary == "large" else 0) | (
         1 << TOOLS.index("block_map") if maps is not None else 0) | (
-        1 << TOOLS.index("adaptive_coding") if cfg.adaptive_coding else 0)
+        1 << TOOLS.index("adaptive_coding") if cfg.adaptive_coding else 0) | (
+        1 << TOOLS.index("transform_residual") if steps is not None else 0)
     tool_data = (pack_filters(filters) if lf else b"") + (
-        blockmap.pack_block_map(cfg.block_sizes, cfg.block_region, maps) if maps is not None else b"")
+        blockmap.pack_block_map(cfg.block_sizes, cfg.block_region, maps) if maps is not None else b"") + (
+        resid.pack_steps(steps) if steps is not None else b"")
     tile, overlap = _filter_geometry(cfg)
     return StreamHeader(H=H, W=W, tile=tile, overlap=overlap, window=cfg.window,
                         window_param=_window_param(cfg), seed=cfg.seed, gain_step=cfg.gain_step,
@@ -123,38 +126,49 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, m
                         table_id=cfg.table_id, layout=layout, meta=meta, tools=tools, tool_data=tool_data)
 
 
-def _pack_plane(h: StreamHeader, model: SymbolModel, a, atid, b, btid):
-    """A plane's split symbols (:func:`split_plane`) -> (``(n_a, A words, n_b, B words)``, ideal bits per class)."""
+def _pack_plane(h: StreamHeader, model: SymbolModel, a, atid, b, btid, levels=None):
+    """A plane's split symbols (:func:`split_plane`) and residual levels (or None) -> (payload:
+    ``(n_a, A words, n_b, B words)``, with the residual tool ``(..., n_r, R words)``; ideal bits per class)."""
     ad = "adaptive_coding" in h.tool_names
-    return (len(a), rans_encode(a, model.tables, atid, lanes=model.a_lanes, adaptive=ad), len(b),
-            rans_encode(b, model.tables, btid, adaptive=ad)), \
-        _class_bits(model, a, atid, b, btid, adaptive=ad)
+    payload = (len(a), rans_encode(a, model.tables, atid, lanes=model.a_lanes, adaptive=ad), len(b),
+               rans_encode(b, model.tables, btid, adaptive=ad))
+    bits = _class_bits(model, a, atid, b, btid, adaptive=ad)
+    if "transform_residual" in h.tool_names:
+        if levels is None:
+            return payload + (0, b""), bits
+        s, t = resid.residual_symbols(levels)
+        bits["residual"] = resid.residual_bits(levels, ad)
+        return payload + (len(s), rans_encode(s, resid.residual_tables(), t, lanes=1, adaptive=ad)), bits
+    return payload, bits
 
 
 def _split(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> list[tuple]:
     return [split_plane(model, h, sym, shape) for sym, shape in zip(planes, plane_shapes(h.layout, h.H, h.W))]
 
 
-def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols], splits=None) -> tuple[bytes, dict]:
-    """-> (stream bytes, ideal bits per class). ``splits``: the planes' :func:`split_plane` symbols, if made."""
+def _pack(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols], splits=None, levels=None) -> tuple[bytes, dict]:
+    """-> (stream bytes, ideal bits per class). ``splits``: the planes' :func:`split_plane` symbols, if made;
+    ``levels``: every plane's residual levels or None (the ``transform_residual`` tool)."""
     payloads, bits = [], Counter()
-    for split in _split(h, model, planes) if splits is None else splits:
-        pl, b = _pack_plane(h, model, *split)
+    splits = _split(h, model, planes) if splits is None else splits
+    for split, lv in zip(splits, levels or [None] * len(splits)):
+        pl, b = _pack_plane(h, model, *split, levels=lv)
         payloads.append(pl)
         bits.update(b)
     return pack_stream(h, payloads), {k: round(v, 1) for k, v in sorted(bits.items())}
 
 
-def _pack_best(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols]) -> tuple[StreamHeader, bytes, dict]:
+def _pack_best(h: StreamHeader, model: SymbolModel, planes: list[PlaneSymbols], levels=None
+               ) -> tuple[StreamHeader, bytes, dict]:
     """:func:`_pack`, and with the ``adaptive_coding`` tool also without it: the smaller stream
     wins (the tool is used where it pays; adaptation costs bits on short streams whose statistics
     the frozen tables already fit) -> (header, bytes, ideal bits per class)."""
     splits = _split(h, model, planes)  # the symbols do not depend on the tool: split once
-    data, bits = _pack(h, model, planes, splits)
+    data, bits = _pack(h, model, planes, splits, levels)
     tool = 1 << TOOLS.index("adaptive_coding")
     if h.tools & tool:
         h_off = dataclasses.replace(h, tools=h.tools & ~tool)
-        d_off, b_off = _pack(h_off, model, planes, splits)
+        d_off, b_off = _pack(h_off, model, planes, splits, levels)
         if len(d_off) <= len(data):
             return h_off, d_off, b_off
     return h, data, bits
@@ -415,17 +429,57 @@ def _with_filters(cfg: CodecConfig, originals, planes, H: int, W: int, layout: s
     pre = [_reconstruct_plane(h0, sym, shp) for sym, shp in zip(planes, plane_shapes(layout, H, W))]
     if not cfg.loop_filter:
         return h0, [NO_FILTER] * len(planes), pre
-    lams = [cfg.lambda_rd] + [cfg.lambda_rd * cfg.chroma_lambda] * (len(planes) - 1)
+    lams = [lam for lam, _ in _plane_lambdas(cfg, len(planes))]
     shapes = plane_shapes(layout, H, W)
     filters = [fit_loop_filter(x, y, h0.tile, h0.overlap, lam, cfg.alpha_mix, plane_seams(sym, shp))
                for x, y, lam, sym, shp in zip(originals, pre, lams, planes, shapes)]
     return _header(cfg, H, W, layout, filters, maps), filters, pre
 
 
+def _plane_lambdas(cfg: CodecConfig, n: int) -> list[tuple[float, float]]:
+    """Every plane's (search lambda, lambda): the luma's ``lambda_rd``, the chroma's times ``chroma_lambda``."""
+    cs = [cfg] + [cfg.replace(lambda_rd=cfg.lambda_rd * cfg.chroma_lambda)] * (n - 1)
+    return [(c.search_lambda, c.lambda_rd) for c in cs]
+
+
+def _searched(cfg: CodecConfig) -> CodecConfig:
+    """The config the atom search of a plane runs with (its lambda: :attr:`CodecConfig.search_lambda`)."""
+    return cfg.replace(lambda_rd=cfg.search_lambda) if cfg.transform_residual else cfg
+
+
+def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters, pre, maps):
+    """The ``transform_residual`` tool: every plane's residual levels against its decoded plane ->
+    (header, residual planes or None, levels or None, step codes). A plane whose levels are all zero has no
+    residual (step 0); where no plane has one, the tool is left out."""
+    n = len(planes)
+    shapes = plane_shapes(h.layout, h.H, h.W)
+    steps, planes_r, levels = [], [], []
+    for x, sym, shp, taps, y, (_, lam) in zip(originals, planes, shapes, filters, pre, _plane_lambdas(cfg, n)):
+        base = _decoded_plane(h, sym, shp, taps, y)
+        code = resid.step_code(cfg.residual_step * np.sqrt(lam)) if lam > 0 else resid.step_code(1.0 / 4096)
+        q = resid.quantise(resid.forward(np.asarray(x, np.float64) - base), resid.step_of(code))
+        if not q.any():
+            steps.append(0)
+            planes_r.append(None)
+            levels.append(None)
+            continue
+        steps.append(code)
+        levels.append(q)
+        planes_r.append(resid.inverse(q, resid.step_of(code), shp))
+    if not any(steps):
+        return h, None, None, []
+    return _header(cfg, h.H, h.W, h.layout, filters, maps, steps), planes_r, levels, steps
+
+
 def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, search_s, tiles, t0) -> dict:
     h, filters, pre = _with_filters(cfg, originals, planes, H, W, layout)
-    h, data, bits = _pack_best(h, symbol_model(cfg.table_id, cfg.dictionary), planes)
-    recon = _reconstruct_all(h, planes, filters, pre)
+    planes_r = levels = None
+    steps = []
+    if cfg.transform_residual:
+        maps = [p.block_map for p in planes] if isinstance(planes[0], LayeredPlane) else None
+        h, planes_r, levels, steps = _with_residual(cfg, h, originals, planes, filters, pre, maps)
+    h, data, bits = _pack_best(h, symbol_model(cfg.table_id, cfg.dictionary), planes, levels)
+    recon = _reconstruct_all(h, planes, filters, pre, planes_r)
     hist: Counter = Counter()
     for sym in planes:
         hist.update(generator_histogram(sym))
@@ -436,6 +490,7 @@ def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, se
              "max_atoms_used": int(max(s.count.max() if s.count.size else 0 for s in grids)),
              "generators": dict(hist.most_common()), "bits_by_class": bits, "tools": list(h.tool_names),
              "loop_filter_classes": [int(t.shape[0]) for t in filters], "search_s": search_s,
+             "residual_steps": [resid.step_of(c) for c in steps],
              "lambda_rd": cfg.lambda_rd, "encode_s": time.perf_counter() - t0}
     if isinstance(planes[0], LayeredPlane):
         stats["block_sizes"] = [list(g) for g in cfg.block_sizes]
@@ -446,7 +501,7 @@ def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, se
 
 def _encode_gray(x: np.ndarray, cfg: CodecConfig) -> dict:
     t0 = time.perf_counter()
-    sym, search_s, tiles, _ = _code_plane(x, cfg, None)
+    sym, search_s, tiles, _ = _code_plane(x, _searched(cfg), None)
     return _finish(cfg, [x], [sym], *x.shape, "Y", search_s, tiles, t0)
 
 
@@ -459,7 +514,7 @@ def _encode_rgb(rgb: np.ndarray, cfg: CodecConfig) -> dict:
     for plane, c in ((ycc[..., 0], cfg), (subsample_420(np.ascontiguousarray(ycc[..., 1])), chroma),
                      (subsample_420(np.ascontiguousarray(ycc[..., 2])), chroma)):
         x = np.clip(np.asarray(plane), 0.0, 1.0)
-        sym, s_, n_, batches = _code_plane(x, c, luma_batches)  # chroma padded to the luma's batch: one program
+        sym, s_, n_, batches = _code_plane(x, _searched(c), luma_batches)  # chroma padded to the luma's batch: one program
         luma_batches = luma_batches or batches
         planes.append(sym)
         originals.append(x)

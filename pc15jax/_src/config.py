@@ -63,6 +63,13 @@ class CodecConfig:
         ``adaptive_coding`` tool, :class:`~pc15jax.bitstream.rans.AdaptiveTables`): every table
         starts frozen and follows the symbols it has coded. ``False`` codes with the frozen
         tables, exactly as before the tool existed.
+      transform_residual: code what the atoms leave (after the loop filter) as an 8x8 block-DCT
+        residual (the ``transform_residual`` tool, :mod:`pc15jax.bitstream.residual`) with the
+        quantiser step ``residual_step * sqrt(lambda)`` (the plane's lambda); the atoms are then
+        searched with ``max(lambda, residual_base_lambda)``: they code the image's structure, the
+        residual its detail. ``False`` codes exactly as before the tool existed.
+      residual_step: the residual's step per ``sqrt(lambda)``, in pixel units of the orthonormal DCT (> 0).
+      residual_base_lambda: the least lambda the atom search runs at with the residual (>= 0).
       ai: search hooks (:class:`~pc15jax.AiHooks` or :class:`~pc15jax.HeuristicHooks`) that
         narrow the search's candidates; ``None`` is the exhaustive search. They never change
         the format: the header meta records which hooks (and weights) were used.
@@ -100,6 +107,9 @@ class CodecConfig:
     chroma_lambda: float = 2.0
     loop_filter: bool = True
     adaptive_coding: bool = True
+    transform_residual: bool = False
+    residual_step: float = 0.35
+    residual_base_lambda: float = 0.3
     ai: Any = None
     dictionary: str = "standard"
     block_sizes: Any = None
@@ -146,6 +156,11 @@ class CodecConfig:
         if not isinstance(self.adaptive_coding, (bool, np.bool_)):
             raise ValueError(f"adaptive_coding must be True or False, got {self.adaptive_coding!r}")
         object.__setattr__(self, "adaptive_coding", bool(self.adaptive_coding))
+        if not isinstance(self.transform_residual, (bool, np.bool_)):
+            raise ValueError(f"transform_residual must be True or False, got {self.transform_residual!r}")
+        object.__setattr__(self, "transform_residual", bool(self.transform_residual))
+        _finite("residual_step", self.residual_step, lo=0.0, lo_open=True)
+        _finite("residual_base_lambda", self.residual_base_lambda, lo=0.0)
         if self.target_bpp is not None:
             _finite("target_bpp", self.target_bpp, lo=0.0, lo_open=True)
         if self.ai is not None:
@@ -165,6 +180,12 @@ class CodecConfig:
     @property
     def grid(self) -> TileGridCfg:
         return TileGridCfg(self.tile, self.overlap)
+
+    @property
+    def search_lambda(self) -> float:
+        """The lambda the atom search runs at: ``lambda_rd``, with the residual tool at least
+        ``residual_base_lambda``."""
+        return max(self.lambda_rd, self.residual_base_lambda) if self.transform_residual else self.lambda_rd
 
     @property
     def dc_levels(self) -> int:

@@ -23,6 +23,7 @@ from ..bitstream import BitstreamError, rans_decode
 from ..bitstream.container import StreamHeader, TileRec, grid_shape, plane_shapes, unpack_stream
 from ..bitstream.models import MAX_ATOMS, GenLayout, SymbolModel, load_table_json
 from ..bitstream.rans import adaptive_bits, check_symbol_count
+from ..bitstream import residual as resid
 from . import blockmap, dictcache
 from . import genspec as gens
 from .color import upsample_420, ycbcr_to_rgb
@@ -92,9 +93,12 @@ def plane_layers(sym) -> list[PlaneSymbols]:
 
 
 def _block_tool(h: StreamHeader):
-    """(loop filter bytes, block map or None) of the tools block."""
+    """(loop filter taps, block map or None, residual step codes or None) of the tools block."""
     n = len(plane_shapes(h.layout, h.H, h.W))
     data = h.tool_data
+    steps = None
+    if "transform_residual" in h.tool_names:  # its parameters close the block
+        steps, data = resid.unpack_steps(data, n)
     if "loop_filter" in h.tool_names:
         filters, rest = unpack_filters(data, n, rest=True)
     else:
@@ -102,8 +106,8 @@ def _block_tool(h: StreamHeader):
     if "block_map" not in h.tool_names:
         if rest:
             raise BitstreamError(f"{len(rest)} unexpected bytes in the tools block")
-        return filters, None
-    return filters, blockmap.unpack_block_map(rest, plane_shapes(h.layout, h.H, h.W))
+        return filters, None, steps
+    return filters, blockmap.unpack_block_map(rest, plane_shapes(h.layout, h.H, h.W)), steps
 
 
 def split_plane(model: SymbolModel, h: StreamHeader, sym, shape):
@@ -226,20 +230,25 @@ def plane_seams(sym, shape) -> np.ndarray | None:
     return blockmap.seam_classes(shape, sym.geoms, sym.block_map, sym.region)
 
 
-def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, pre=None) -> np.ndarray:
-    """A plane as the decoder outputs it: rendered and blended (or ``pre``, that already), then filtered."""
+def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, pre=None, res=None) -> np.ndarray:
+    """A plane as the decoder outputs it: rendered and blended (or ``pre``, that already), filtered,
+    and with its transform residual ``res`` (float32 ``[h, w]`` or None) added and clipped."""
     y = _reconstruct_plane(h, sym, shape) if pre is None else pre
     seams = plane_seams(sym, shape) if taps.shape[0] == 3 else None
-    return filter_plane(y, taps, h.tile, h.overlap, seams)
+    y = filter_plane(y, taps, h.tile, h.overlap, seams)
+    return y if res is None else np.clip(y + res, np.float32(0.0), np.float32(1.0))
 
 
-def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], filters: list[np.ndarray], pre=None) -> np.ndarray:
+def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], filters: list[np.ndarray], pre=None,
+                     residuals=None) -> np.ndarray:
     """The decoder's image: ``[H, W]`` for layout Y, ``[H, W, 3]`` RGB for YCbCr420. ``filters``:
     every plane's loop filter taps (:func:`_plane_filters`); ``pre``: the planes before the loop
-    filter, when the encoder has them already."""
+    filter, when the encoder has them already; ``residuals``: every plane's transform residual or None."""
     shapes = plane_shapes(h.layout, h.H, h.W)
     pre = [None] * len(planes) if pre is None else pre
-    out = [_decoded_plane(h, sym, shp, taps, y) for sym, shp, taps, y in zip(planes, shapes, filters, pre)]
+    residuals = [None] * len(planes) if residuals is None else residuals
+    out = [_decoded_plane(h, sym, shp, taps, y, r)
+           for sym, shp, taps, y, r in zip(planes, shapes, filters, pre, residuals)]
     if h.layout == "Y":
         return out[0]
     return ycbcr_to_rgb(np.stack([out[0], upsample_420(out[1], h.H, h.W), upsample_420(out[2], h.H, h.W)], axis=-1))
@@ -381,16 +390,42 @@ def _parse_layered(model: SymbolModel, h: StreamHeader, shape, geoms, region, bm
 def _parse(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray]]:
     """Bytes -> (header, every plane's symbols, every plane's loop filter taps), all checked before
     anything is rendered."""
+    return _parse_full(data)[:3]
+
+
+def _parse_full(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray], list]:
+    """:func:`_parse`, and every plane's transform residual as ``(levels [by, bx, 64], step)`` or None."""
     h, payloads = unpack_stream(data)
-    filters, block = _block_tool(h)
+    filters, block, steps = _block_tool(h)
     model = symbol_model(h.table_id, stream_bank(h))
     shapes = plane_shapes(h.layout, h.H, h.W)
     if block is None:
-        planes = [_parse_plane(model, h, shape, *pl) for shape, pl in zip(shapes, payloads)]
+        planes = [_parse_plane(model, h, shape, *pl[:4]) for shape, pl in zip(shapes, payloads)]
     else:
         geoms, region, maps = block
-        planes = [_parse_layered(model, h, shape, geoms, region, m, *pl) for shape, m, pl in zip(shapes, maps, payloads)]
-    return h, planes, filters
+        planes = [_parse_layered(model, h, shape, geoms, region, m, *pl[:4])
+                  for shape, m, pl in zip(shapes, maps, payloads)]
+    residuals = [None] * len(planes)
+    if steps is not None:
+        ad = "adaptive_coding" in h.tool_names
+        for k, (shape, code, pl) in enumerate(zip(shapes, steps, payloads)):
+            n_r, R = pl[4], pl[5]
+            if not code:
+                if n_r or R:
+                    raise BitstreamError("residual symbols in a plane without a residual")
+                continue
+            by, bx = resid.block_grid(shape)
+            if n_r > by * bx * (1 + 4 * resid.N_COEF):
+                raise BitstreamError(f"stream claims {n_r} residual symbols for {by * bx} blocks")
+            check_symbol_count(len(R), resid.residual_tables(), n_r, ad)
+            residuals[k] = (resid.decode_residual(R, n_r, shape, ad), resid.step_of(code))
+    return h, planes, filters, residuals
+
+
+def _residual_planes(h: StreamHeader, residuals) -> list:
+    """:func:`_parse_full`'s residuals -> every plane's residual plane (float32) or None."""
+    return [None if r is None else resid.inverse(r[0], r[1], shp)
+            for r, shp in zip(residuals, plane_shapes(h.layout, h.H, h.W))]
 
 
 def read_bitstream(data_or_path) -> tuple[StreamHeader, list[TileRec]]:
@@ -432,8 +467,8 @@ def decode(bitstream, device=None) -> np.ndarray:
 
 def decode_native(bitstream, device=None) -> np.ndarray:
     """Decode a v15 stream to its own layout: float32 ``[H, W]`` (grayscale) or ``[H, W, 3]`` RGB."""
-    h, planes, filters = _parse(_read_bytes(bitstream))
-    return _reconstruct_all(h, planes, filters)
+    h, planes, filters, residuals = _parse_full(_read_bytes(bitstream))
+    return _reconstruct_all(h, planes, filters, residuals=_residual_planes(h, residuals))
 
 
 def decode_y(bitstream, device=None) -> np.ndarray:
@@ -446,21 +481,25 @@ def decode_y(bitstream, device=None) -> np.ndarray:
     Raises:
       BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
     """
-    h, planes, filters = _parse(_read_bytes(bitstream))
-    return _decoded_plane(h, planes[0], (h.H, h.W), filters[0])
+    h, planes, filters, residuals = _parse_full(_read_bytes(bitstream))
+    r = residuals[0]
+    return _decoded_plane(h, planes[0], (h.H, h.W), filters[0], res=None if r is None else resid.inverse(*r, (h.H, h.W)))
 
 
 def stream_info(bitstream) -> dict:
     """Header fields, tile grids, generator histogram and ideal bits per symbol class of a stream."""
     data = _read_bytes(bitstream)
-    h, planes, filters = _parse(data)
+    h, planes, filters, residuals = _parse_full(data)
     model = symbol_model(h.table_id, stream_bank(h))
     hist: Counter = Counter()
     bits: Counter = Counter()
     per_plane = []
-    for name, sym, shape in zip(("Y", "Cb", "Cr"), planes, plane_shapes(h.layout, h.H, h.W)):
+    ad = "adaptive_coding" in h.tool_names
+    for name, sym, shape, res in zip(("Y", "Cb", "Cr"), planes, plane_shapes(h.layout, h.H, h.W), residuals):
         a, atid, b, btid = split_plane(model, h, sym, shape)
-        bits.update(_class_bits(model, a, atid, b, btid, adaptive="adaptive_coding" in h.tool_names))
+        bits.update(_class_bits(model, a, atid, b, btid, adaptive=ad))
+        if res is not None:
+            bits["residual"] += resid.residual_bits(res[0], ad)
         hist.update(generator_histogram(sym))
         row = {"plane": name, "shape": list(shape), "atoms": int(sum(s.count.sum() for s in plane_layers(sym)))}
         if isinstance(sym, LayeredPlane):
@@ -479,6 +518,8 @@ def stream_info(bitstream) -> dict:
         "overlap": h.overlap, "window": h.window, "window_param": h.window_param, "seed": h.seed,
         "gain_step": h.gain_step, "dc_step": h.dc_step, "table_id": h.table_id, "meta": h.meta,
         "tools": list(h.tool_names), "loop_filter_classes": [int(t.shape[0]) for t in filters],
+        "residual_steps": [0.0 if r is None else r[1] for r in residuals] if "transform_residual" in h.tool_names
+        else [],
         "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W),
         "tiles": int(sum(p["tiles"] for p in per_plane)), "grid": per_plane[0]["grid"],
         "planes": per_plane, "atoms": int(sum(p["atoms"] for p in per_plane)),

@@ -10,7 +10,9 @@ Layout (little-endian)::
                | u16 len + the tools' parameters]
             | u32 CRC32 of everything above
     body    per plane (Y; or Y, Cb, Cr for YCbCr420, chroma planes of ceil(H/2) x ceil(W/2)):
-              u32 symbols in A | u32 words in A | u32 symbols in B | u32 words in B | A words | B words
+              u32 symbols in A | u32 words in A | u32 symbols in B | u32 words in B
+              | [with the ``transform_residual`` tool: u32 symbols in R | u32 words in R]
+              | A words | B words [| R words]
             then u32 CRC32 of the whole body
 
 A stream with no coding tools (every stream written before they existed) has bit 7 of the layout
@@ -45,7 +47,7 @@ MAX_TILE = 256  # the decoder renders atoms at tile size: bounds its dictionary 
 MAX_TILE_SAMPLES = 1 << 30  # tiles * tile**2: bounds the decoded tile stack (4 GiB of float32)
 WINDOW_CODES = ("hann", "tukey", "kaiser")
 LAYOUTS = ("Y", "YCbCr420")  # luma only; luma + chroma subsampled 2x2
-TOOLS = ("loop_filter", "large_dictionary", "block_map", "adaptive_coding")  # coding tools, by bit of the header's tools field
+TOOLS = ("loop_filter", "large_dictionary", "block_map", "adaptive_coding", "transform_residual")  # coding tools, by bit of the header's tools field
 _TOOLS_FLAG = 0x80  # layout byte: a tools block follows the meta
 _FIXED = struct.Struct("<4sBBIIHHBfIffff")
 
@@ -162,11 +164,19 @@ def plane_shapes(layout: str, H: int, W: int) -> list[tuple[int, int]]:
     return [(H, W), c, c]
 
 
+def _has_residual(tools: int) -> bool:
+    return bool(tools >> TOOLS.index("transform_residual") & 1)
+
+
 def pack_stream(h: StreamHeader, planes) -> bytes:
-    """Header + one ``(n_a, a_words, n_b, b_words)`` payload per plane -> bytes."""
+    """Header + one ``(n_a, a_words, n_b, b_words)`` payload per plane (with the
+    ``transform_residual`` tool ``(n_a, a_words, n_b, b_words, n_r, r_words)``) -> bytes."""
     planes = list(planes)
     if len(planes) != len(plane_shapes(h.layout, h.H, h.W)):
         raise ValueError(f"layout {h.layout} needs {len(plane_shapes(h.layout, h.H, h.W))} planes, got {len(planes)}")
+    resid = _has_residual(h.tools)
+    if any(len(p) != (6 if resid else 4) for p in planes):
+        raise ValueError("a plane's payload is (n_a, A, n_b, B), with the transform_residual tool (..., n_r, R)")
     wp = float("nan") if h.window_param is None else float(h.window_param)
     tid = h.table_id.encode("ascii")
     if not 0 < len(tid) < 256:
@@ -179,12 +189,20 @@ def pack_stream(h: StreamHeader, planes) -> bytes:
     if h.tools:
         head += struct.pack("<HH", h.tools, len(h.tool_data)) + bytes(h.tool_data)
     head += struct.pack("<I", zlib.crc32(head))
-    body = b"".join(struct.pack("<IIII", n_a, len(a) // 2, n_b, len(b) // 2) + a + b for n_a, a, n_b, b in planes)
+    parts = []
+    for p in planes:
+        n_a, a, n_b, b = p[:4]
+        parts.append(struct.pack("<IIII", n_a, len(a) // 2, n_b, len(b) // 2))
+        if resid:
+            parts.append(struct.pack("<II", p[4], len(p[5]) // 2))
+        parts += [a, b] + ([p[5]] if resid else [])
+    body = b"".join(parts)
     return head + body + struct.pack("<I", zlib.crc32(body))
 
 
-def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int, bytes]]]:
-    """Bytes -> (header, one ``(n_a, a_words, n_b, b_words)`` per plane). Raises BitstreamError."""
+def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple]]:
+    """Bytes -> (header, one ``(n_a, a_words, n_b, b_words)`` per plane, with the
+    ``transform_residual`` tool ``(n_a, a_words, n_b, b_words, n_r, r_words)``). Raises BitstreamError."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -255,13 +273,21 @@ def unpack_stream(data: bytes) -> tuple[StreamHeader, list[tuple[int, bytes, int
             raise BitstreamError("truncated body")
         n_a, w_a, n_b, w_b = struct.unpack_from("<IIII", data, pos)
         pos += 16
-        end = pos + 2 * (w_a + w_b)
+        n_r = w_r = 0
+        if _has_residual(tools):
+            if len(data) < pos + 8 + 4:
+                raise BitstreamError("truncated body")
+            n_r, w_r = struct.unpack_from("<II", data, pos)
+            pos += 8
+        end = pos + 2 * (w_a + w_b + w_r)
         if end + 4 > len(data):
             raise BitstreamError("truncated body")
         ny, nx = grid_shape(ph, pw, tile, overlap)
         if n_a < ny * nx and not tools >> TOOLS.index("block_map") & 1:  # block maps: the decoder checks
             raise BitstreamError("stream holds fewer symbols than tiles")
-        planes.append((n_a, data[pos:pos + 2 * w_a], n_b, data[pos + 2 * w_a:end]))
+        b_end = pos + 2 * (w_a + w_b)
+        pl = (n_a, data[pos:pos + 2 * w_a], n_b, data[pos + 2 * w_a:b_end])
+        planes.append(pl + (n_r, data[b_end:end]) if _has_residual(tools) else pl)
         pos = end
     if pos + 4 < len(data):
         raise BitstreamError(f"{len(data) - pos - 4} trailing bytes after the stream")
