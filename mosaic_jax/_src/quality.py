@@ -40,25 +40,46 @@ def block_medians(img, block: int = 32, min_valid: float = 0.9) -> np.ndarray:
     return m[..., 0] if squeeze else m
 
 
-def lad_fit(x, y, n_iter: int = 50) -> tuple[float, float, np.ndarray]:
-    """Least-absolute-deviations line ``y = a x + b`` (IRLS, float64) -> ``(a, b, residuals)``.
+def _row_medians(a, m):
+    """Median of each row of ``a [B, n]`` over its ``m [B, n]`` entries (NaN for none)."""
+    srt = np.sort(np.where(m, a, np.inf), axis=-1)
+    n = m.sum(-1)
+    lo = np.take_along_axis(srt, (np.maximum(n - 1, 0) // 2)[:, None], -1)[:, 0]
+    hi = np.take_along_axis(srt, (n // 2)[:, None], -1)[:, 0]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
-    The same iteration as :func:`_robust_lstsq` with ``lad=True``; each weighted least-squares
-    step is the 2 x 2 normal equations solved in closed form (centred on the weighted means)."""
+
+def lad_fits(x, y, m, n_iter: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-absolute-deviations lines ``y = a x + b`` of the rows of ``x, y [B, n]`` over their
+    ``m [B, n]`` entries, all rows at once -> ``(a [B], b [B], residuals [B, n])`` (float64).
+
+    The iteration of :func:`_robust_lstsq` with ``lad=True``: each weighted least-squares step is
+    the 2 x 2 normal equations in closed form (centred on the weighted means)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    w = np.ones_like(x)
-    a = b = 0.0
+    m = np.asarray(m, bool)
+    x, y = np.where(m, x, 0.0), np.where(m, y, 0.0)
+    w = m.astype(np.float64)
+    a = b = np.zeros(len(x))
     for _ in range(n_iter):
-        sw = w.sum()
-        mx, my = (w @ x) / sw, (w @ y) / sw
-        dx = x - mx
-        sxx = w @ (dx * dx)
-        a = (w @ (dx * (y - my))) / sxx if sxx > 1e-300 * max(sw, 1.0) else 0.0
+        sw = np.maximum(w.sum(-1), 1e-300)
+        mx, my = (w * x).sum(-1) / sw, (w * y).sum(-1) / sw
+        dx = x - mx[:, None]
+        sxx = (w * dx * dx).sum(-1)
+        a = np.where(sxx > 1e-300 * np.maximum(sw, 1.0), (w * dx * (y - my[:, None])).sum(-1) / np.maximum(sxx, 1e-300),
+                     0.0)
         b = my - a * mx
-        r = y - a * x - b
-        ar = np.abs(r)
-        w = 1.0 / np.maximum(ar, max(float(np.median(ar)), 1e-12) * 1e-3)
-    return float(a), float(b), y - a * x - b
+        ar = np.abs(y - a[:, None] * x - b[:, None])
+        floor = np.maximum(_row_medians(ar, m), 1e-12) * 1e-3
+        w = np.where(m, 1.0 / np.maximum(ar, floor[:, None]), 0.0)
+    return a, b, y - a[:, None] * x - b[:, None]
+
+
+def lad_fit(x, y, n_iter: int = 50) -> tuple[float, float, np.ndarray]:
+    """Least-absolute-deviations line ``y = a x + b`` (IRLS, float64) -> ``(a, b, residuals)``;
+    one row of :func:`lad_fits`."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    a, b, r = lad_fits(x[None], y[None], np.ones((1, len(x)), bool), n_iter)
+    return float(a[0]), float(b[0]), r[0]
 
 
 class SeamMetric(NamedTuple):
@@ -78,15 +99,17 @@ def seam_fit(k: int, bf, bm, sig, min_blocks: int = 6):
     """One frame's seam figure from its block medians ``bf`` and the mosaic's ``bm``
     (``[by, bx, C]``) and its noise ``sig [C]``: per channel an LAD fit ``bm = a bf + b`` ->
     ``(report row, rms or None, rms in noise units or None)``."""
+    C = bf.shape[-1]
+    x, y = bf.reshape(-1, C).T, bm.reshape(-1, C).T  # [C, blocks]
+    ok = np.isfinite(x) & np.isfinite(y)
+    use = ok.sum(-1) >= min_blocks
     res, res_s, fits_ = [], [], []
-    for c in range(bf.shape[-1]):
-        ok = np.isfinite(bf[..., c]) & np.isfinite(bm[..., c])
-        if ok.sum() < min_blocks:
-            continue
-        a, b, e = lad_fit(bf[..., c][ok], bm[..., c][ok])
-        res.append(e)
-        res_s.append(e / max(abs(a) * float(sig[c]), 1e-30))
-        fits_.append((a, b))
+    if use.any():
+        a, b, e = lad_fits(x[use], y[use], ok[use])
+        for i, c in enumerate(np.flatnonzero(use)):
+            res.append(e[i][ok[c]])
+            res_s.append(res[-1] / max(abs(a[i]) * float(sig[c]), 1e-30))
+            fits_.append((float(a[i]), float(b[i])))
     if not res:
         return {"frame": k, "blocks": 0}, None, None
     e, es = np.concatenate(res), np.concatenate(res_s)
