@@ -145,7 +145,7 @@ def test_unknown_tools_and_empty_tools_blocks_are_refused(camera):
 
     tpos = _tools_pos(base)
     head = bytearray(base[:_crc_pos(base)])
-    head[tpos:tpos + 2] = struct.pack("<H", 0b10001)  # a tool this decoder does not know
+    head[tpos:tpos + 2] = struct.pack("<H", 1 | 1 << len(C.TOOLS))  # a tool this decoder does not know
     with pytest.raises(pc.BitstreamError, match="does not know"):
         pc.decode_y(_restamp(base, bytes(head)))
     head[tpos:tpos + 2] = struct.pack("<H", 0)

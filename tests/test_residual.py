@@ -106,3 +106,28 @@ def test_config_validates_the_residual_fields():
             pc.CodecConfig(**bad)
     c = pc.CodecConfig(lambda_rd=0.2, transform_residual=True)
     assert c.search_lambda == 0.3 and pc.CodecConfig(lambda_rd=0.2).search_lambda == 0.2
+
+
+def test_block_bits_add_up_to_the_stream_cost():
+    rng = np.random.default_rng(3)
+    q = np.round(rng.laplace(0, 2, (3, 5, 64)) * (rng.random((3, 5, 64)) < 0.2)).astype(np.int64)
+    for adaptive in (False, True):
+        b = R.block_bits(q, adaptive)
+        assert b.shape == (3, 5) and np.all(b > 0)
+        assert b.sum() == pytest.approx(R.residual_bits(q, adaptive))
+
+
+def test_the_rd_decision_keeps_blocks_only_where_they_pay(gray):
+    from pc15jax._src.codec import _prune_residual
+
+    x = gray.astype(np.float64) / 255.0
+    base = np.clip(x + np.random.default_rng(0).normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
+    step = 0.05
+    q = R.quantise(R.forward(x - base), step)
+    cfg = pc.CodecConfig(transform_residual=True)
+    assert not _prune_residual(x, base, q, step, 1e6, cfg).any()  # bits priced out of reach: nothing kept
+    assert np.array_equal(_prune_residual(x, base, q, step, 0.0, cfg), q)  # free bits: every block that helps
+    mid = _prune_residual(x, base, q, step, 0.05, cfg)
+    kept = mid.any(-1)
+    assert 0 < kept.sum() < q.any(-1).sum()
+    assert np.array_equal(mid[kept], q[kept])  # a block is kept whole or dropped whole

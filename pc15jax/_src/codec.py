@@ -447,6 +447,46 @@ def _searched(cfg: CodecConfig) -> CodecConfig:
     return cfg.replace(lambda_rd=cfg.search_lambda) if cfg.transform_residual else cfg
 
 
+RESIDUAL_RDO_PASSES = 2
+
+
+def _block_sums(d: np.ndarray, by: int, bx: int) -> np.ndarray:
+    """Sums of a per-pixel map over the residual's 8x8 blocks -> float64 ``[by, bx]``."""
+    B = resid.BLOCK
+    pad = np.zeros((by * B, bx * B))
+    pad[: d.shape[0], : d.shape[1]] = d
+    return pad.reshape(by, B, bx, B).sum((1, 3))
+
+
+def _prune_residual(x, base, q, step: float, lam: float, cfg: CodecConfig) -> np.ndarray:
+    """Per-block RD decision on the residual levels with the codec's own cost: a block keeps its
+    levels only where they lower ``sum(d) + lambda * bits`` (``d``: half the search's per-pixel
+    distortion and half the squared error scaled to the same plane total, as the block map weighs
+    them, :data:`MAP_MSE_SHARE`; ``bits``: the block's ideal bits with adapted tables). Two passes
+    (the contexts of a block's neighbours change)."""
+    by, bx = q.shape[:2]
+    x64 = np.asarray(x, np.float64)
+    dmix = _pixel_distortion(x, base, cfg.alpha_mix)
+    e = (x64 - base) ** 2
+    scale = dmix.sum() / max(e.sum(), 1e-12)
+    w = MAP_MSE_SHARE
+    dist = lambda dm, ee: _block_sums((1 - w) * dm + w * scale * ee, by, bx)  # noqa: E731
+    d0 = dist(dmix, e)
+    for _ in range(RESIDUAL_RDO_PASSES):
+        if not q.any():
+            break
+        y = np.clip(base + resid.inverse(q, step, base.shape), np.float32(0.0), np.float32(1.0))
+        d1 = dist(_pixel_distortion(x, y, cfg.alpha_mix), (x64 - y) ** 2)
+        bits = resid.block_bits(q, cfg.adaptive_coding)
+        # an empty block still codes its `last`: compare against the cost of that one symbol
+        keep = d1 + lam * bits < d0 + lam * np.minimum(bits, 1.0)
+        keep |= ~q.any(-1)
+        if keep.all():
+            break
+        q = np.where(keep[..., None], q, 0)
+    return q
+
+
 def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters, pre, maps):
     """The ``transform_residual`` tool: every plane's residual levels against its decoded plane ->
     (header, residual planes or None, levels or None, step codes). A plane whose levels are all zero has no
@@ -458,6 +498,7 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
         base = _decoded_plane(h, sym, shp, taps, y)
         code = resid.step_code(cfg.residual_step * np.sqrt(lam)) if lam > 0 else resid.step_code(1.0 / 4096)
         q = resid.quantise(resid.forward(np.asarray(x, np.float64) - base), resid.step_of(code))
+        q = _prune_residual(x, base, q, resid.step_of(code), lam, cfg)
         if not q.any():
             steps.append(0)
             planes_r.append(None)

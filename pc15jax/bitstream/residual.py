@@ -38,7 +38,7 @@ from .rans import AdaptiveTables, RansDecoder, RansTable, adaptive_bits, build_r
 
 __all__ = ["BLOCK", "DEADZONE", "STEP_UNIT", "MAX_LEVEL", "residual_tables", "forward", "quantise",
            "inverse", "residual_symbols", "decode_residual", "step_code", "step_of", "pack_steps", "unpack_steps",
-           "block_grid", "residual_bits"]
+           "block_grid", "residual_bits", "block_bits"]
 
 BLOCK = 8
 N_COEF = BLOCK * BLOCK
@@ -184,14 +184,16 @@ def _last_ctx(lasts: np.ndarray) -> np.ndarray:
     return (left > 0).astype(np.int64) + (up > 0)
 
 
-def residual_symbols(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Levels ``[by, bx, 64]`` -> (symbols, table ids) in stream order, int64 ``[n]`` each."""
+def residual_symbols(q: np.ndarray, blocks: bool = False):
+    """Levels ``[by, bx, 64]`` -> (symbols, table ids) in stream order, int64 ``[n]`` each; with
+    ``blocks`` also the raster index of the block each symbol belongs to."""
     by, bx = q.shape[:2]
     lasts = _lasts(q)
     lctx = _last_ctx(lasts)
-    syms, tids = [], []
+    syms, tids, starts = [], [], []
     flat_q = q.reshape(by * bx, N_COEF)
     for k, (last, lc) in enumerate(zip(lasts.reshape(-1).tolist(), lctx.reshape(-1).tolist())):
+        starts.append(len(syms))
         syms.append(last)
         tids.append(T_LAST + lc)
         if not last:
@@ -215,7 +217,23 @@ def residual_symbols(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 syms += [e >> ESC_BITS, e & ((1 << ESC_BITS) - 1)]
                 tids += [T_ESC, T_ESC + 1]
             prev = a
-    return np.asarray(syms, np.int64), np.asarray(tids, np.int64)
+    out = np.asarray(syms, np.int64), np.asarray(tids, np.int64)
+    if not blocks:
+        return out
+    block = np.repeat(np.arange(by * bx), np.diff(np.asarray(starts + [len(syms)], np.int64)))
+    return out + (block,)
+
+
+def block_bits(q: np.ndarray, adaptive: bool) -> np.ndarray:
+    """Ideal bits each block's symbols cost as coded (adapted tables, or the frozen ones) ->
+    float64 ``[by, bx]``."""
+    s, t, blk = residual_symbols(q, blocks=True)
+    tables = residual_tables()
+    if adaptive:
+        b = adaptive_bits(s, tables, t)
+    else:
+        b = np.asarray([tables[k].bits()[v] for k, v in zip(t.tolist(), s.tolist())], np.float64)
+    return np.bincount(blk, b, q.shape[0] * q.shape[1]).reshape(q.shape[:2])
 
 
 def residual_bits(q: np.ndarray, adaptive: bool) -> float:
