@@ -4,6 +4,7 @@ Usage:
   python -m experiments.bench_rd [--images DIR_OR_FILES ...] [--gray]
                                  [--codecs pc15,jpeg,webp,jpeg2000,avif,heif,jxl] [--out results/] [--quick]
                                  [--pc15 ladder|blocks|all] [--frozen-tables] [--residual]
+                                 [--chroma-lambda L]
 
 Writes ``rd_points.json`` (every image/codec/setting: bytes, bpp, PSNR, SSIM, blockiness, seconds),
 ``rd_table.md`` (mean PSNR/SSIM at 0.05, 0.1, 0.15, 0.25, 0.5 bpp, the lowest mean bpp reached, the
@@ -307,9 +308,12 @@ def main(argv=None) -> int:
                     help="PC15 without the adaptive_coding tool (the frozen rANS tables only)")
     ap.add_argument("--residual", action="store_true",
                     help="PC15 with the transform_residual tool (an 8x8 DCT residual on top of the atoms)")
+    ap.add_argument("--chroma-lambda", type=float, default=None,
+                    help="PC15's chroma lambda over the luma's (CodecConfig.chroma_lambda; default its own)")
     args = ap.parse_args(argv)
     pc15_options = ({"adaptive_coding": False} if args.frozen_tables else {}) | (
-        {"transform_residual": True} if args.residual else {}) or None
+        {"transform_residual": True} if args.residual else {}) | (
+        {"chroma_lambda": args.chroma_lambda} if args.chroma_lambda is not None else {}) or None
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     bad = sorted(set(codecs) - set(CODECS))
     if bad:

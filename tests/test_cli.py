@@ -180,3 +180,19 @@ def test_residual_flag_adds_the_transform_residual_tool(tmp_path, capsys):
     assert cli.main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "transform_residual" in info["tools"] and info["residual_steps"][0] > 0
+
+
+def test_chroma_lambda_flag_reaches_the_stream(tmp_path, capsys):
+    from PIL import Image
+    from skimage import data as skd
+
+    Image.fromarray(skd.astronaut()[:96, :96]).save(tmp_path / "a.png")
+    metas = []
+    for flag in ([], ["--chroma-lambda", "0.5"]):
+        out = tmp_path / f"a{len(flag)}.pc15"
+        assert cli.main(["encode", str(tmp_path / "a.png"), "-o", str(out), "--lambda", "0.3"] + flag) == 0
+        assert cli.main(["info", str(out), "--json"]) == 0
+        metas.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["meta"]["chroma_lambda"])
+    assert metas == [2.0, 0.5]
+    assert cli.main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.pc15"), "--chroma-lambda", "-1"]) == 2
+    assert "chroma_lambda" in capsys.readouterr().err
