@@ -563,6 +563,28 @@ class RansDecoder:
         self._x = x
         return sym
 
+    def decode_adapted(self, tables: AdaptiveTables, k: int) -> int:
+        """The next symbol, decoded with table ``k`` of ``tables`` as it stands now and then counted
+        into it: :meth:`decode_lists` with ``tables.lists(k)``, then ``tables.update(k, sym)``, in
+        one call (the symbol-by-symbol decoders' inner loop)."""
+        hit = tables._lists[k]
+        freq, cdf = hit if hit is not None else tables.lists(k)
+        x = self._x
+        slot = x & self._mask
+        sym = bisect.bisect_right(cdf, slot) - 1
+        x = freq[sym] * (x >> self._prec) + slot - cdf[sym]
+        if x < RANS_L:
+            if self._pos >= len(self._words):
+                raise BitstreamError("rANS payload is truncated")
+            x = (x << 16) | self._words[self._pos]
+            self._pos += 1
+        self._x = x
+        tables._pending[k].append(sym)
+        tables._left[k] -= 1
+        if not tables._left[k]:
+            tables._rebuild(k)
+        return sym
+
     def finish(self) -> None:
         """Check that every word was consumed and the state returned to its initial value."""
         if self._pos != len(self._words):

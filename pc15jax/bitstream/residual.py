@@ -250,50 +250,46 @@ def decode_residual(data: bytes, n: int, shape, adaptive: bool) -> np.ndarray:
     by, bx = block_grid(shape)
     tables = residual_tables()
     dec = RansDecoder(data, PRECISION)
-    if adaptive:
-        ad = AdaptiveTables(tables)
-
-        def get(k):
-            s = dec.decode_lists(*ad.lists(k))
-            ad.update(k, s)
-            return s
+    if adaptive:  # step(tabs, k): the next symbol with table k (adapted: counted into it)
+        tabs, step = AdaptiveTables(tables), dec.decode_adapted
     else:
-        lists = [t.lists for t in tables]
+        tabs = [t.lists for t in tables]
 
-        def get(k):
-            return dec.decode_lists(*lists[k])
-    q = np.zeros((by, bx, N_COEF), np.int64)
-    nz = np.zeros((by + 1, bx + 1), bool)  # padded: row/column 0 are outside the plane
-    band = BAND.tolist()
+        def step(tabs, k):
+            return dec.decode_lists(*tabs[k])
+    q = np.zeros((by * bx, N_COEF), np.int64)
+    above = [False] * bx  # whether the block above each column is non-empty
+    mag_tid = [[T_MAG + 3 * int(BAND[i]) + p for p in range(3)] for i in range(N_COEF)]
+    top_tid = [T_TOP + int(BAND[i]) for i in range(N_COEF)]
     used = 0
     for y in range(by):
+        left = False
         for x in range(bx):
             if used >= n:
                 raise BitstreamError("residual stream holds fewer symbols than its blocks need")
-            last = get(T_LAST + int(nz[y + 1, x]) + int(nz[y, x + 1]))
+            last = step(tabs, T_LAST + left + above[x])
             used += 1
+            left = above[x] = last > 0
             if not last:
                 continue
-            nz[y + 1, x + 1] = True
             prev = 0
-            row = q[y, x]
+            row = [0] * last
             for i in range(last):
-                if i == last - 1:
-                    m = get(T_TOP + band[i]) + 1
-                else:
-                    m = get(T_MAG + 3 * band[i] + min(prev, 2))
+                m = step(tabs, top_tid[i]) + 1 if i == last - 1 else step(tabs, mag_tid[i][prev if prev < 2 else 2])
                 used += 1
                 a = m
                 if m:
-                    neg = get(T_SIGN)
+                    neg = step(tabs, T_SIGN)
                     used += 1
                     if m == ESCAPE:
-                        a = ESCAPE + (get(T_ESC) << ESC_BITS) + get(T_ESC + 1)
+                        a = ESCAPE + (step(tabs, T_ESC) << ESC_BITS) + step(tabs, T_ESC + 1)
                         used += 2
                     row[i] = -a if neg else a
                 prev = a
-                if used > n:
-                    raise BitstreamError("residual stream holds fewer symbols than its levels need")
+            if used > n:
+                raise BitstreamError("residual stream holds fewer symbols than its levels need")
+            q[y * bx + x, :last] = row
+    q = q.reshape(by, bx, N_COEF)
     if used != n:
         raise BitstreamError(f"residual stream claims {n} symbols, its blocks hold {used}")
     dec.finish()
