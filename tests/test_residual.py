@@ -118,16 +118,16 @@ def test_block_bits_add_up_to_the_stream_cost():
 
 
 def test_the_rd_decision_keeps_blocks_only_where_they_pay(gray):
-    from pc15jax._src.codec import _prune_residual
+    from pc15jax._src.residual_rd import prune_residual
 
     x = gray.astype(np.float64) / 255.0
     base = np.clip(x + np.random.default_rng(0).normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
     step = 0.05
     q = R.quantise(R.forward(x - base), step)
-    cfg = pc.CodecConfig(transform_residual=True)
-    assert not _prune_residual(x, base, q, step, 1e6, cfg).any()  # bits priced out of reach: nothing kept
-    assert np.array_equal(_prune_residual(x, base, q, step, 0.0, cfg), q)  # free bits: every block that helps
-    mid = _prune_residual(x, base, q, step, 0.05, cfg)
+    alpha = pc.CodecConfig().alpha_mix
+    assert not prune_residual(x, base, q, step, 1e6, alpha).any()  # bits priced out of reach: nothing kept
+    assert np.array_equal(prune_residual(x, base, q, step, 0.0, alpha), q)  # free bits: every block that helps
+    mid = prune_residual(x, base, q, step, 0.05, alpha)
     kept = mid.any(-1)
     assert 0 < kept.sum() < q.any(-1).sum()
     assert np.array_equal(mid[kept], q[kept])  # a block is kept whole or dropped whole

@@ -29,8 +29,10 @@ from .decoder import (LayeredPlane, PlaneSymbols, _class_bits, _decoded_plane, _
                       _plane_filters, _read_bytes, _reconstruct_all, _reconstruct_plane, _records_to_symbols,
                       _symbols_to_records, decode, decode_native, decode_y, generator_histogram, generator_layout,
                       plane_layers, plane_seams, read_bitstream, split_plane, stream_bank, stream_info, symbol_model)
+from .distortion import MAP_MSE_SHARE, pixel_distortion, region_sums
 from .loopfilter import NO_FILTER, fit_loop_filter, pack_filters
 from .pipeline import as_gray_float
+from .residual_rd import prune_residual
 from .score import RateModel
 from .search import SearchTables, dictionary_for, make_tables, search_atoms
 from .tiling import extract_tiles, tile_image
@@ -325,34 +327,6 @@ def _search_plane(x, cfg: CodecConfig, pad_to: int = 0, keep=None) -> tuple[Plan
     return plane_symbols(res, cfg), search_s, spec.count
 
 
-def _pixel_distortion(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """The search's distortion per pixel, ``alpha * (1 - SSIM map) + (1 - alpha) * (x - y)^2``, float64
-    ``[H, W]`` (host; planes under 11 px on a side take the squared error alone)."""
-    e = (np.asarray(x, np.float64) - y) ** 2
-    if alpha == 0 or min(x.shape) < 11:
-        return e
-    from skimage.metrics import structural_similarity
-
-    _, smap = structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False, full=True)
-    return alpha * (1.0 - smap) + (1.0 - alpha) * e
-
-
-# The block map weighs the search's distortion and the squared error (scaled to the first layer's total over
-# the plane) equally: the search's own SSIM-heavy cost alone buys SSIM with PSNR (kodim01/07/12 luma
-# against 17/1 alone: PSNR -6.6/-11.6/+0.1 %, SSIM -13.3/-17.6/-20.4 %), the squared error alone the
-# reverse (-7.7/-11.8/-12.8 %, SSIM -6.9/-11.2/+5.1 %); half and half: -8.9/-12.5/-11.8 %, SSIM
-# -12.0/-14.6/-9.0 %.
-MAP_MSE_SHARE = 0.5
-
-
-def _region_sums(d: np.ndarray, region: int, gy: int, gx: int) -> np.ndarray:
-    """Sums of a per-pixel map over the ``region`` x ``region`` squares, raster order -> float64 ``[gy * gx]``."""
-    pad = np.zeros((gy * region, gx * region))
-    pad[: d.shape[0], : d.shape[1]] = d
-    return pad.reshape(gy, region, gx, region).sum((1, 3)).reshape(-1)
-
-
 def _search_layered(x: np.ndarray, cfg: CodecConfig, pads) -> tuple[LayeredPlane, float, list[int]]:
     """RD search of one plane with the ``block_map`` tool -> (symbols, search seconds, tiles per layer).
 
@@ -382,14 +356,14 @@ def _search_layered(x: np.ndarray, cfg: CodecConfig, pads) -> tuple[LayeredPlane
         search_s += s_
         counts.append(n_)
         y = _reconstruct_plane(_header(c, *shape), sym, shape)
-        dmix = _pixel_distortion(x, y, cfg.alpha_mix)
+        dmix = pixel_distortion(x, y, cfg.alpha_mix)
         e = (np.asarray(x, np.float64) - y) ** 2
         if scale is None:
             scale = dmix.sum() / max(e.sum(), 1e-12)
         rr = np.bincount(blockmap.tile_regions(spec, shape, region), blockmap.tile_bits(model, sym, spec.ny, spec.nx),
                          gy * gx)
         w = MAP_MSE_SHARE
-        j = (1 - w) * _region_sums(dmix, region, gy, gx) + w * scale * _region_sums(e, region, gy, gx) \
+        j = (1 - w) * region_sums(dmix, region, gy, gx) + w * scale * region_sums(e, region, gy, gx) \
             + cfg.lambda_rd * rr
         syms.append(sym)
         J.append(j if cand is None else np.where(cand, j, np.inf))
@@ -447,46 +421,6 @@ def _searched(cfg: CodecConfig) -> CodecConfig:
     return cfg.replace(lambda_rd=cfg.search_lambda) if cfg.transform_residual else cfg
 
 
-RESIDUAL_RDO_PASSES = 2
-
-
-def _block_sums(d: np.ndarray, by: int, bx: int) -> np.ndarray:
-    """Sums of a per-pixel map over the residual's 8x8 blocks -> float64 ``[by, bx]``."""
-    B = resid.BLOCK
-    pad = np.zeros((by * B, bx * B))
-    pad[: d.shape[0], : d.shape[1]] = d
-    return pad.reshape(by, B, bx, B).sum((1, 3))
-
-
-def _prune_residual(x, base, q, step: float, lam: float, cfg: CodecConfig) -> np.ndarray:
-    """Per-block RD decision on the residual levels with the codec's own cost: a block keeps its
-    levels only where they lower ``sum(d) + lambda * bits`` (``d``: half the search's per-pixel
-    distortion and half the squared error scaled to the same plane total, as the block map weighs
-    them, :data:`MAP_MSE_SHARE`; ``bits``: the block's ideal bits with adapted tables). Two passes
-    (the contexts of a block's neighbours change)."""
-    by, bx = q.shape[:2]
-    x64 = np.asarray(x, np.float64)
-    dmix = _pixel_distortion(x, base, cfg.alpha_mix)
-    e = (x64 - base) ** 2
-    scale = dmix.sum() / max(e.sum(), 1e-12)
-    w = MAP_MSE_SHARE
-    dist = lambda dm, ee: _block_sums((1 - w) * dm + w * scale * ee, by, bx)  # noqa: E731
-    d0 = dist(dmix, e)
-    for _ in range(RESIDUAL_RDO_PASSES):
-        if not q.any():
-            break
-        y = np.clip(base + resid.inverse(q, step, base.shape), np.float32(0.0), np.float32(1.0))
-        d1 = dist(_pixel_distortion(x, y, cfg.alpha_mix), (x64 - y) ** 2)
-        bits = resid.block_bits(q, cfg.adaptive_coding)
-        # an empty block still codes its `last`: compare against the cost of that one symbol
-        keep = d1 + lam * bits < d0 + lam * np.minimum(bits, 1.0)
-        keep |= ~q.any(-1)
-        if keep.all():
-            break
-        q = np.where(keep[..., None], q, 0)
-    return q
-
-
 def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters, pre, maps):
     """The ``transform_residual`` tool: every plane's residual levels against its decoded plane ->
     (header, residual planes or None, levels or None, step codes). A plane whose levels are all zero has no
@@ -498,7 +432,7 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
         base = _decoded_plane(h, sym, shp, taps, y)
         code = resid.step_code(cfg.residual_step * np.sqrt(lam)) if lam > 0 else resid.step_code(1.0 / 4096)
         q = resid.quantise(resid.forward(np.asarray(x, np.float64) - base), resid.step_of(code))
-        q = _prune_residual(x, base, q, resid.step_of(code), lam, cfg)
+        q = prune_residual(x, base, q, resid.step_of(code), lam, cfg.alpha_mix, cfg.adaptive_coding)
         if not q.any():
             steps.append(0)
             planes_r.append(None)
