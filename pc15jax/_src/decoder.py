@@ -3,8 +3,9 @@
 Stream ``A`` and ``B`` of every plane are rANS-decoded (:mod:`pc15jax.bitstream`), the symbols
 index the atoms of the stream's dictionary, read from the disk cache
 (:mod:`.dictcache`; built once by :mod:`.dictionary` when it is not there), and the tiles are
-summed, window-blended, clipped and loop-filtered in NumPy float32 in a fixed order of operations.
-The encoder reconstructs through the same functions, so ``decode(encode(x)["bitstream"])`` is
+summed, window-blended, clipped and loop-filtered in NumPy float32 in a fixed order of operations;
+with the ``transform_residual`` tool a plane's third stream adds its 8x8 DCT residual
+(:mod:`pc15jax.bitstream.residual`). The encoder reconstructs through the same functions, so ``decode(encode(x)["bitstream"])`` is
 ``encode(x)["recon"]`` bit for bit, on any backend; only the atoms a stream uses are read.
 """
 
