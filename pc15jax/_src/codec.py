@@ -105,7 +105,8 @@ def _filter_geometry(cfg: CodecConfig) -> tuple[int, int]:
     return min(cfg.block_sizes, key=lambda g: (g[0] - g[1], g[0]))
 
 
-def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, maps=None, steps=None) -> StreamHeader:
+def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, maps=None, steps=None,
+            post=None) -> StreamHeader:
     r6 = lambda v: float(f"{v:.6g}")  # noqa: E731  (the meta is informative: keep it short)
     meta = {"encoder": "pc15jax", "lambda": r6(cfg.lambda_rd), "alpha": r6(cfg.alpha_mix), "search": cfg.search}
     if cfg.ai is not None:
@@ -118,7 +119,7 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, m
         1 << TOOLS.index("block_map") if maps is not None else 0) | (
         1 << TOOLS.index("adaptive_coding") if cfg.adaptive_coding else 0) | (
         1 << TOOLS.index("transform_residual") if steps is not None else 0)
-    tool_data = (pack_filters(filters) if lf else b"") + (
+    tool_data = (pack_filters(filters) if lf else b"") + (pack_filters(post) if steps is not None else b"") + (
         blockmap.pack_block_map(cfg.block_sizes, cfg.block_region, maps) if maps is not None else b"") + (
         resid.pack_steps(steps) if steps is not None else b"")
     tile, overlap = _filter_geometry(cfg)
@@ -422,8 +423,10 @@ def _searched(cfg: CodecConfig) -> CodecConfig:
 
 
 def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters, pre, maps):
-    """The ``transform_residual`` tool: every plane's residual levels against its decoded plane ->
-    (header, residual planes or None, levels or None, step codes). A plane whose levels are all zero has no
+    """The ``transform_residual`` tool: every plane's residual levels against its decoded plane, and
+    the Wiener filter fitted after it on the residual's 8 px block grid (kept where it lowers the
+    cost, as the loop filter; none without ``loop_filter``) -> (header, every plane's ``(residual
+    plane, filter taps)`` or None, levels or None, step codes). A plane whose levels are all zero has no
     residual (step 0); where no plane has one, the tool is left out."""
     n = len(planes)
     shapes = plane_shapes(h.layout, h.H, h.W)
@@ -440,10 +443,14 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
             continue
         steps.append(code)
         levels.append(q)
-        planes_r.append(resid.inverse(q, resid.step_of(code), shp))
+        r = resid.inverse(q, resid.step_of(code), shp)
+        post = fit_loop_filter(x, np.clip(base + r, np.float32(0.0), np.float32(1.0)), resid.BLOCK, 0, lam,
+                               cfg.alpha_mix) if cfg.loop_filter else NO_FILTER
+        planes_r.append((r, post))
     if not any(steps):
         return h, None, None, []
-    return _header(cfg, h.H, h.W, h.layout, filters, maps, steps), planes_r, levels, steps
+    posts = [NO_FILTER if p is None else p[1] for p in planes_r]
+    return _header(cfg, h.H, h.W, h.layout, filters, maps, steps, posts), planes_r, levels, steps
 
 
 def _finish(cfg: CodecConfig, originals, planes, H: int, W: int, layout: str, search_s, tiles, t0) -> dict:

@@ -94,7 +94,8 @@ def plane_layers(sym) -> list[PlaneSymbols]:
 
 
 def _block_tool(h: StreamHeader):
-    """(loop filter taps, block map or None, residual step codes or None) of the tools block."""
+    """(loop filter taps, block map or None, every plane's residual ``(step code, taps of the filter
+    after the residual)`` or None) of the tools block."""
     n = len(plane_shapes(h.layout, h.H, h.W))
     data = h.tool_data
     steps = None
@@ -104,6 +105,9 @@ def _block_tool(h: StreamHeader):
         filters, rest = unpack_filters(data, n, rest=True)
     else:
         filters, rest = [NO_FILTER] * n, data
+    if steps is not None:  # the filters after the residual follow the loop filter's
+        post, rest = unpack_filters(rest, n, rest=True)
+        steps = list(zip(steps, post))
     if "block_map" not in h.tool_names:
         if rest:
             raise BitstreamError(f"{len(rest)} unexpected bytes in the tools block")
@@ -233,11 +237,16 @@ def plane_seams(sym, shape) -> np.ndarray | None:
 
 def _decoded_plane(h: StreamHeader, sym: PlaneSymbols, shape, taps: np.ndarray, pre=None, res=None) -> np.ndarray:
     """A plane as the decoder outputs it: rendered and blended (or ``pre``, that already), filtered,
-    and with its transform residual ``res`` (float32 ``[h, w]`` or None) added and clipped."""
+    and with its transform residual ``res = (plane float32 [h, w], taps)`` (or None) added, clipped
+    and filtered again with ``taps`` on the residual's 8 px block grid."""
     y = _reconstruct_plane(h, sym, shape) if pre is None else pre
     seams = plane_seams(sym, shape) if taps.shape[0] == 3 else None
     y = filter_plane(y, taps, h.tile, h.overlap, seams)
-    return y if res is None else np.clip(y + res, np.float32(0.0), np.float32(1.0))
+    if res is None:
+        return y
+    r, post = res
+    y = np.clip(y + r, np.float32(0.0), np.float32(1.0))
+    return filter_plane(y, post, resid.BLOCK, 0)  # the residual's blocks: a seam every 8 px
 
 
 def _reconstruct_all(h: StreamHeader, planes: list[PlaneSymbols], filters: list[np.ndarray], pre=None,
@@ -395,7 +404,8 @@ def _parse(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray]]:
 
 
 def _parse_full(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray], list]:
-    """:func:`_parse`, and every plane's transform residual as ``(levels [by, bx, 64], step)`` or None."""
+    """:func:`_parse`, and every plane's transform residual as ``(levels [by, bx, 64], step, taps of
+    the filter after it)`` or None."""
     h, payloads = unpack_stream(data)
     filters, block, steps = _block_tool(h)
     model = symbol_model(h.table_id, stream_bank(h))
@@ -409,23 +419,23 @@ def _parse_full(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray], list
     residuals = [None] * len(planes)
     if steps is not None:
         ad = "adaptive_coding" in h.tool_names
-        for k, (shape, code, pl) in enumerate(zip(shapes, steps, payloads)):
+        for k, (shape, (code, post), pl) in enumerate(zip(shapes, steps, payloads)):
             n_r, R = pl[4], pl[5]
             if not code:
-                if n_r or R:
-                    raise BitstreamError("residual symbols in a plane without a residual")
+                if n_r or R or post.shape[0]:
+                    raise BitstreamError("residual symbols or filter in a plane without a residual")
                 continue
             by, bx = resid.block_grid(shape)
             if n_r > by * bx * (1 + 4 * resid.N_COEF):
                 raise BitstreamError(f"stream claims {n_r} residual symbols for {by * bx} blocks")
             check_symbol_count(len(R), resid.residual_tables(), n_r, ad)
-            residuals[k] = (resid.decode_residual(R, n_r, shape, ad), resid.step_of(code))
+            residuals[k] = (resid.decode_residual(R, n_r, shape, ad), resid.step_of(code), post)
     return h, planes, filters, residuals
 
 
 def _residual_planes(h: StreamHeader, residuals) -> list:
-    """:func:`_parse_full`'s residuals -> every plane's residual plane (float32) or None."""
-    return [None if r is None else resid.inverse(r[0], r[1], shp)
+    """:func:`_parse_full`'s residuals -> every plane's ``(residual plane float32, taps)`` or None."""
+    return [None if r is None else (resid.inverse(r[0], r[1], shp), r[2])
             for r, shp in zip(residuals, plane_shapes(h.layout, h.H, h.W))]
 
 
@@ -483,8 +493,7 @@ def decode_y(bitstream, device=None) -> np.ndarray:
       BitstreamError: malformed, truncated or corrupt input (a ``ValueError``).
     """
     h, planes, filters, residuals = _parse_full(_read_bytes(bitstream))
-    r = residuals[0]
-    return _decoded_plane(h, planes[0], (h.H, h.W), filters[0], res=None if r is None else resid.inverse(*r, (h.H, h.W)))
+    return _decoded_plane(h, planes[0], (h.H, h.W), filters[0], res=_residual_planes(h, residuals[:1])[0])
 
 
 def stream_info(bitstream) -> dict:
