@@ -131,3 +131,15 @@ def test_the_rd_decision_keeps_blocks_only_where_they_pay(gray):
     kept = mid.any(-1)
     assert 0 < kept.sum() < q.any(-1).sum()
     assert np.array_equal(mid[kept], q[kept])  # a block is kept whole or dropped whole
+
+
+def test_the_filter_after_the_residual_is_signalled_and_switches_off_with_the_loop_filter(gray):
+    from pc15jax._src.decoder import _parse_full
+
+    cfg = pc.CodecConfig(lambda_rd=0.1, transform_residual=True)
+    on = pc.encode_y(gray, cfg)
+    taps = _parse_full(on["bitstream"])[3][0][2]
+    assert taps.shape[0] in (1, 3)  # on this crop the 8 px block grid pays for a filter
+    off = pc.encode_y(gray, cfg.replace(loop_filter=False))
+    assert _parse_full(off["bitstream"])[3][0][2].shape[0] == 0
+    assert np.array_equal(pc.decode_y(off["bitstream"]), off["recon"])
