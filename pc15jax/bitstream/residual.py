@@ -8,8 +8,9 @@ the coefficients with a dead-zone quantiser of step ``delta`` (signalled per pla
 
     q = sign(c) * floor(|c| / delta + 1/2 - DEADZONE),   |q| <= MAX_LEVEL
 
-The decoder adds ``IDCT(q * delta)`` (float64 matrix products, cast to float32) and clips to
-[0, 1]. The atoms code what they do best (smooth regions, edges, textures at low rates); the
+The decoder adds ``IDCT(q * delta)`` (float64 matrix products, cast to float32), clips to
+[0, 1], and filters the plane once more with the loop filter's Wiener filter on this 8 px block
+grid, with the taps the tools block gives the plane (:mod:`pc15jax._src.decoder`). The atoms code what they do best (smooth regions, edges, textures at low rates); the
 residual takes the detail they would buy at many bits an atom.
 
 **Symbols** (one backward-adaptive or frozen rANS stream per plane, blocks in raster order):
@@ -51,7 +52,8 @@ PRECISION = 15
 
 
 def _zigzag(n: int) -> np.ndarray:
-    """Raster indices of an ``n x n`` block in JPEG zig-zag order, int64 ``[n * n]``."""
+    """Raster indices of an ``n x n`` block in zig-zag order (the transpose of JPEG's: down first),
+    int64 ``[n * n]``."""
     order = sorted(((y, x) for y in range(n) for x in range(n)),
                    key=lambda p: (p[0] + p[1], p[1] if (p[0] + p[1]) % 2 else p[0]))
     return np.asarray([y * n + x for y, x in order], np.int64)
