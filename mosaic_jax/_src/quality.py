@@ -19,34 +19,33 @@ __all__ = ["SeamMetric", "seam_metric", "block_medians", "lad_fit", "TruthError"
            "seam_steps"]
 
 
+def _row_medians(a, m):
+    """Median of each row of ``a [B, n]`` over its ``m [B, n]`` entries (NaN for none): one sort
+    (the other entries go last), then the middle one or two of each row's ``m.sum()`` values."""
+    srt = np.sort(np.where(m, a, np.inf), axis=-1)
+    n = m.sum(-1)
+    lo = np.take_along_axis(srt, (np.maximum(n - 1, 0) // 2)[:, None], -1)[:, 0]
+    hi = np.take_along_axis(srt, (n // 2)[:, None], -1)[:, 0]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
+
+
 def block_medians(img, block: int = 32, min_valid: float = 0.9) -> np.ndarray:
     """Medians of ``block x block`` blocks of ``[H, W]`` (or ``[H, W, C]``) -> ``[by, bx(, C)]``;
     NaN for blocks with less than ``min_valid`` valid pixels.
 
-    One sort over all blocks (NaNs sort last, so the ``n`` valid values of a block are its first
-    ``n``), then the middle one or two of each block: what ``np.nanmedian`` gives, without its
-    Python loop over the blocks that hold a NaN."""
+    :func:`_row_medians` of every block at once: what ``np.nanmedian`` gives, without its Python
+    loop over the blocks that hold a NaN."""
     a = np.asarray(img, np.float32)
     squeeze = a.ndim == 2
     a = a[..., None] if squeeze else a
     H, W, C = a.shape
     by, bx = H // block, W // block
     b = a[:by * block, :bx * block].reshape(by, block, bx, block, C).transpose(0, 2, 4, 1, 3)
-    b = np.sort(b.reshape(by, bx, C, block * block), axis=-1)
-    n = np.isfinite(b).sum(-1)
-    lo = np.take_along_axis(b, np.maximum(n - 1, 0)[..., None] // 2, -1)[..., 0]
-    hi = np.take_along_axis(b, (n // 2)[..., None], -1)[..., 0]
-    m = np.where((n > 0) & (n >= min_valid * block * block), 0.5 * (lo + hi), np.nan).astype(np.float32)
+    b = b.reshape(by * bx * C, block * block)
+    ok = np.isfinite(b)
+    full = ok.sum(-1) >= min_valid * block * block
+    m = np.where(full, _row_medians(b, ok), np.nan).astype(np.float32).reshape(by, bx, C)
     return m[..., 0] if squeeze else m
-
-
-def _row_medians(a, m):
-    """Median of each row of ``a [B, n]`` over its ``m [B, n]`` entries (NaN for none)."""
-    srt = np.sort(np.where(m, a, np.inf), axis=-1)
-    n = m.sum(-1)
-    lo = np.take_along_axis(srt, (np.maximum(n - 1, 0) // 2)[:, None], -1)[:, 0]
-    hi = np.take_along_axis(srt, (n // 2)[:, None], -1)[:, 0]
-    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
 
 def lad_fits(x, y, m, n_iter: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

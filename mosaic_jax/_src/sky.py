@@ -278,7 +278,6 @@ def _normal_solve(rows, cols, vals, rhs, ridge):
 def _solve_gains(n, pairs, a, info, comp, anchors, huber=2.5, n_iter=8):
     """Robust log-gain solve over the identifiable pairs (``info``: their weights, 0 = unusable).
     -> ``log g [n]``; frames outside the identifiable graph get 0."""
-
     use = info > 0
     lg = np.zeros(n)
     if not use.any():

@@ -433,7 +433,7 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
     steps, planes_r, levels = [], [], []
     for x, sym, shp, taps, y, (_, lam) in zip(originals, planes, shapes, filters, pre, _plane_lambdas(cfg, n)):
         base = _decoded_plane(h, sym, shp, taps, y)
-        code = resid.step_code(cfg.residual_step * np.sqrt(lam)) if lam > 0 else resid.step_code(1.0 / 4096)
+        code = resid.step_code(cfg.residual_step * np.sqrt(lam))  # at least 1 / STEP_UNIT (lambda 0)
         q = resid.quantise(resid.forward(np.asarray(x, np.float64) - base), resid.step_of(code))
         q = prune_residual(x, base, q, resid.step_of(code), lam, cfg.alpha_mix, cfg.adaptive_coding)
         if not q.any():

@@ -23,7 +23,7 @@ import numpy as np
 from ..bitstream import BitstreamError, rans_decode
 from ..bitstream.container import StreamHeader, TileRec, grid_shape, plane_shapes, unpack_stream
 from ..bitstream.models import MAX_ATOMS, GenLayout, SymbolModel, load_table_json
-from ..bitstream.rans import adaptive_bits, check_symbol_count
+from ..bitstream.rans import check_symbol_count, symbol_bits
 from ..bitstream import residual as resid
 from . import blockmap, dictcache
 from . import genspec as gens
@@ -342,11 +342,9 @@ def _class_bits(model: SymbolModel, a, atid, b, btid, adaptive: bool = False) ->
     them: the frozen ones, or with ``adaptive`` the adapted ones)."""
     out: Counter = Counter()
     for sym, tid in ((a, atid), (b, btid)):
-        bits = adaptive_bits(sym, model.tables, tid) if adaptive else None
+        bits = symbol_bits(sym, model.tables, tid, adaptive)
         for k in np.unique(tid):
-            sel = tid == k
-            v = bits[sel] if adaptive else model.tables[int(k)].bits()[sym[sel]]
-            out[model.class_of(int(k))] += float(v.sum())
+            out[model.class_of(int(k))] += float(bits[tid == k].sum())
     return {k: round(v, 1) for k, v in sorted(out.items())}
 
 

@@ -40,9 +40,11 @@ def region_sums(d: np.ndarray, region: int, gy: int, gx: int) -> np.ndarray:
     return pad.reshape(gy, region, gx, region).sum((1, 3)).reshape(-1)
 
 
-def mixed_distortion(x: np.ndarray, y: np.ndarray, alpha: float, scale: float) -> np.ndarray:
+def mixed_distortion(x: np.ndarray, y: np.ndarray, alpha: float, scale: float, dmix=None) -> np.ndarray:
     """The region decisions' distortion per pixel: ``(1 - MAP_MSE_SHARE) * pixel_distortion +
     MAP_MSE_SHARE * scale * (x - y)^2``, float64 ``[H, W]`` (``scale`` brings the squared error to
-    the search's distortion's plane total)."""
+    the search's distortion's plane total; ``dmix``: ``pixel_distortion(x, y, alpha)`` when the
+    caller has it)."""
     w = MAP_MSE_SHARE
-    return (1 - w) * pixel_distortion(x, y, alpha) + w * scale * (np.asarray(x, np.float64) - y) ** 2
+    dmix = pixel_distortion(x, y, alpha) if dmix is None else dmix
+    return (1 - w) * dmix + w * scale * (np.asarray(x, np.float64) - y) ** 2

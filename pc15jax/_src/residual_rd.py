@@ -32,9 +32,10 @@ def prune_residual(x, base, q, step: float, lam: float, alpha: float, adaptive: 
     by, bx = q.shape[:2]
     B = resid.BLOCK
     e = (np.asarray(x, np.float64) - base) ** 2
-    scale = pixel_distortion(x, base, alpha).sum() / max(e.sum(), 1e-12)
+    dmix = pixel_distortion(x, base, alpha)
+    scale = dmix.sum() / max(e.sum(), 1e-12)
     sums = lambda d: region_sums(d, B, by, bx).reshape(by, bx)  # noqa: E731
-    d0 = sums(mixed_distortion(x, base, alpha, scale))
+    d0 = sums(mixed_distortion(x, base, alpha, scale, dmix))
     for _ in range(RDO_PASSES):
         if not q.any():
             break

@@ -35,7 +35,7 @@ import struct
 import numpy as np
 
 from .errors import BitstreamError
-from .rans import AdaptiveTables, RansDecoder, RansTable, adaptive_bits, build_rans_tables
+from .rans import AdaptiveTables, RansDecoder, RansTable, build_rans_tables, symbol_bits
 
 __all__ = ["BLOCK", "DEADZONE", "STEP_UNIT", "MAX_LEVEL", "residual_tables", "forward", "quantise",
            "inverse", "residual_symbols", "decode_residual", "step_code", "step_of", "pack_steps", "unpack_steps",
@@ -230,21 +230,13 @@ def block_bits(q: np.ndarray, adaptive: bool) -> np.ndarray:
     """Ideal bits each block's symbols cost as coded (adapted tables, or the frozen ones) ->
     float64 ``[by, bx]``."""
     s, t, blk = residual_symbols(q, blocks=True)
-    tables = residual_tables()
-    if adaptive:
-        b = adaptive_bits(s, tables, t)
-    else:
-        b = np.asarray([tables[k].bits()[v] for k, v in zip(t.tolist(), s.tolist())], np.float64)
-    return np.bincount(blk, b, q.shape[0] * q.shape[1]).reshape(q.shape[:2])
+    return np.bincount(blk, symbol_bits(s, residual_tables(), t, adaptive), q.shape[0] * q.shape[1]).reshape(q.shape[:2])
 
 
 def residual_bits(q: np.ndarray, adaptive: bool) -> float:
     """Ideal bits of a plane's residual levels as coded (adapted tables, or the frozen ones)."""
     s, t = residual_symbols(q)
-    tables = residual_tables()
-    if adaptive:
-        return float(adaptive_bits(s, tables, t).sum())
-    return float(sum(tables[k].bits()[v] for k, v in zip(t.tolist(), s.tolist())))
+    return float(symbol_bits(s, residual_tables(), t, adaptive).sum())
 
 
 def decode_residual(data: bytes, n: int, shape, adaptive: bool) -> np.ndarray:
