@@ -133,15 +133,17 @@ def _pack_plane(h: StreamHeader, model: SymbolModel, a, atid, b, btid, levels=No
     """A plane's split symbols (:func:`split_plane`) and residual levels (or None) -> (payload:
     ``(n_a, A words, n_b, B words)``, with the residual tool ``(..., n_r, R words)``; ideal bits per class)."""
     ad = "adaptive_coding" in h.tool_names
-    payload = (len(a), rans_encode(a, model.tables, atid, lanes=model.a_lanes, adaptive=ad), len(b),
-               rans_encode(b, model.tables, btid, adaptive=ad))
-    bits = _class_bits(model, a, atid, b, btid, adaptive=ad)
+    wa, bits_a = rans_encode(a, model.tables, atid, lanes=model.a_lanes, adaptive=ad, with_bits=True)
+    wb, bits_b = rans_encode(b, model.tables, btid, adaptive=ad, with_bits=True)
+    payload = (len(a), wa, len(b), wb)
+    bits = _class_bits(model, a, atid, b, btid, adaptive=ad, bits=(bits_a, bits_b))
     if "transform_residual" in h.tool_names:
         if levels is None:
             return payload + (0, b""), bits
         s, t = resid.residual_symbols(levels)
-        bits["residual"] = resid.residual_bits(levels, ad)
-        return payload + (len(s), rans_encode(s, resid.residual_tables(), t, lanes=1, adaptive=ad)), bits
+        words, bits_r = rans_encode(s, resid.residual_tables(), t, lanes=1, adaptive=ad, with_bits=True)
+        bits["residual"] = float(bits_r.sum())  # what resid.residual_bits gives
+        return payload + (len(s), words), bits
     return payload, bits
 
 

@@ -337,14 +337,15 @@ def generator_histogram(sym) -> Counter:
     return hist
 
 
-def _class_bits(model: SymbolModel, a, atid, b, btid, adaptive: bool = False) -> dict:
+def _class_bits(model: SymbolModel, a, atid, b, btid, adaptive: bool = False, bits=None) -> dict:
     """Ideal bits per symbol class (``-log2 p`` of the coded symbols, under the tables that coded
-    them: the frozen ones, or with ``adaptive`` the adapted ones)."""
+    them: the frozen ones, or with ``adaptive`` the adapted ones). ``bits``: the two streams'
+    per-symbol bits where already known (``rans_encode(..., with_bits=True)``)."""
     out: Counter = Counter()
-    for sym, tid in ((a, atid), (b, btid)):
-        bits = symbol_bits(sym, model.tables, tid, adaptive)
+    for i, (sym, tid) in enumerate(((a, atid), (b, btid))):
+        bits_i = symbol_bits(sym, model.tables, tid, adaptive) if bits is None else bits[i]
         for k in np.unique(tid):
-            out[model.class_of(int(k))] += float(bits[tid == k].sum())
+            out[model.class_of(int(k))] += float(bits_i[tid == k].sum())
     return {k: round(v, 1) for k, v in sorted(out.items())}
 
 

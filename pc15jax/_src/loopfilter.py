@@ -84,12 +84,16 @@ def apply_loop_filter(img, classes, taps_q) -> np.ndarray:
 
 
 def _differences(y: np.ndarray) -> np.ndarray:
-    """Host float64 ``[H, W, 12]`` second differences of ``y`` along every offset pair."""
+    """Host float64 ``[H, W, 12]`` second differences of ``y`` along every offset pair (a view of
+    a ``[12, H, W]`` array: one contiguous plane per offset)."""
     H, W = y.shape
     R = RADIUS
     p = np.pad(y, R, mode="edge")
-    return np.stack([p[R + dy:R + dy + H, R + dx:R + dx + W] + p[R - dy:R - dy + H, R - dx:R - dx + W] - 2.0 * y
-                     for dy, dx in OFFSETS], axis=-1)
+    out = np.empty((len(OFFSETS), H, W))
+    for k, (dy, dx) in enumerate(OFFSETS):
+        np.add(p[R + dy:R + dy + H, R + dx:R + dx + W], p[R - dy:R - dy + H, R - dx:R - dx + W], out=out[k])
+        out[k] -= 2.0 * y
+    return np.moveaxis(out, 0, -1)
 
 
 def _pixel_weights(x: np.ndarray, tile: int, alpha: float) -> np.ndarray:
@@ -132,17 +136,17 @@ def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: 
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     H, W = y.shape
-    F = _differences(y)
+    F = np.moveaxis(_differences(y), -1, 0).reshape(len(OFFSETS), H * W)  # [12, H * W], no copy
     w = float(np.mean(_pixel_weights(x, tile, alpha)))
-    e = x - y
+    e = (x - y).reshape(-1)
     # Normal equations of the finest partition once (one pass over the pixels); a coarser class
     # choice sums them, since every choice's classes are unions of the three seam classes.
     fine = pixel_classes(H, W, tile, overlap, max(CLASS_CHOICES)) if seams is None else np.asarray(seams)
     stats = []
     for c in range(max(CLASS_CHOICES)):
-        m = fine == c
-        A = F[m]
-        stats.append((A.T @ A, A.T @ e[m], int(m.sum())))
+        idx = np.flatnonzero(fine.reshape(-1) == c)
+        A = F[:, idx]
+        stats.append((A @ A.T, A @ e[idx], int(idx.size)))
     groups = {1: [[0, 1, 2]], 3: [[0], [1], [2]]}
     best_j, best = 0.0, NO_FILTER
     for n in CLASS_CHOICES:

@@ -273,7 +273,7 @@ def _prepare_tables(tables, table_ids, n):
 
 
 def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None, lanes: int | None = None,
-                adaptive: bool = False) -> bytes:
+                adaptive: bool = False, with_bits: bool = False):
     """Encode integer symbols with rANS.
 
     Args:
@@ -284,9 +284,12 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
         :class:`RansDecoder` reads).
       adaptive: code with :class:`AdaptiveTables` of ``tables`` (one lane; decode with
         ``adaptive=True``).
+      with_bits: also return every symbol's cost, what :func:`symbol_bits` gives, from the same
+        pass (the adapted tables are not run twice).
 
     Returns:
-      bytes: little-endian 16-bit words; decode with :func:`rans_decode` and the same ``n``.
+      bytes: little-endian 16-bit words; decode with :func:`rans_decode` and the same ``n``. With
+      ``with_bits``: ``(bytes, float64 [n] bits)``.
     """
     s = np.asarray(symbols).reshape(-1)
     if s.size and not np.issubdtype(s.dtype, np.integer):
@@ -308,7 +311,10 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
             start[sel] = t.cdf[s[sel]]
             freq[sel] = t.freq[s[sel]]
     words = _encode_scalar(start, freq, prec) if L == 1 else _encode_lanes(start, freq, prec, L)
-    return words.astype("<u2").tobytes()
+    data = words.astype("<u2").tobytes()
+    if not with_bits:
+        return data
+    return data, (prec - np.log2(freq.astype(np.float64)) if adaptive else symbol_bits(s, tables, tid))
 
 
 def _adaptive_steps(s: np.ndarray, tables, tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -58,11 +58,11 @@ class PursuitState(NamedTuple):
       count: int32 ``[Np]`` atoms so far. dc_q: int32 ``[Np]``. recon: float32 ``[Np, T, T]``.
     """
 
-    atom: jax.Array
-    coef_q: jax.Array
-    count: jax.Array
-    dc_q: jax.Array
-    recon: jax.Array
+    atom: np.ndarray
+    coef_q: np.ndarray
+    count: np.ndarray
+    dc_q: np.ndarray
+    recon: np.ndarray
 
 
 class CountGrid(NamedTuple):
@@ -150,12 +150,23 @@ device -> :class:`PursuitState`. One program per (``Np``, ``spec``, ``max_atoms`
 
 def pad_tiles(tiles: jax.Array, pad_to: int = 0) -> jax.Array:
     """Pad a tile batch with zero tiles to a multiple of ``TILE_BUCKET`` (at least one bucket, and
-    at least ``pad_to`` tiles)."""
+    at least ``pad_to`` tiles). The padding is done on the host and the batch put back on the
+    device: no device program of its own (in a fresh process every eager ``jnp`` op lowers and
+    loads one, 5-90 ms each on a 2-core CPU)."""
     N = tiles.shape[0]
     Np = max(TILE_BUCKET, -(-max(N, int(pad_to)) // TILE_BUCKET) * TILE_BUCKET)
     if Np == N:
         return tiles
-    return jnp.concatenate([tiles, jnp.zeros((Np - N,) + tiles.shape[1:], tiles.dtype)], axis=0)
+    host = np.asarray(tiles)
+    out = np.zeros((Np,) + host.shape[1:], host.dtype)
+    out[:N] = host
+    return aot.device_array(out)
+
+
+def _head(tree, n: int):
+    """The first ``n`` rows of every array of a result -> host NumPy arrays (sliced on the host: no
+    slicing programs)."""
+    return jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(tree))
 
 
 def _check_tiles(tiles, cfg: CodecConfig) -> jax.Array:
@@ -180,30 +191,30 @@ def search_tiles(tiles, cfg: CodecConfig, tables: SearchTables | None = None) ->
       tables: precomputed :func:`make_tables` output (built from ``cfg`` when omitted).
 
     Returns:
-      :class:`SearchResult` with leading axis ``N``.
+      :class:`SearchResult` of host NumPy arrays with leading axis ``N``.
     """
     tiles = _check_tiles(tiles, cfg)
     if tables is None:
         tables = default_tables(cfg)
     N = tiles.shape[0]
-    res = _first_stage(pad_tiles(tiles), jnp.int32(N), tables, SearchParams.from_config(cfg),
+    res = _first_stage(pad_tiles(tiles), np.int32(N), tables, SearchParams.from_config(cfg),
                        spec=StageSpec.from_config(cfg))
-    return jax.tree.map(lambda a: a[:N], res)
+    return _head(res, N)
 
 
 class AtomsResult(NamedTuple):
-    """Greedy matching pursuit outcome (device arrays, leading axis = tiles).
+    """Greedy matching pursuit outcome (host NumPy arrays, leading axis = tiles).
 
     Attributes:
       atom, coef_q: int32 ``[N, cfg.max_atoms]`` (entries at or beyond ``count`` are 0).
       count: int32 ``[N]``. dc_q: int32 ``[N]``. recon: float32 ``[N, T, T]``.
     """
 
-    atom: jax.Array
-    coef_q: jax.Array
-    count: jax.Array
-    dc_q: jax.Array
-    recon: jax.Array
+    atom: np.ndarray
+    coef_q: np.ndarray
+    count: np.ndarray
+    dc_q: np.ndarray
+    recon: np.ndarray
 
 
 def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
@@ -250,6 +261,6 @@ def search_atoms(tiles, cfg: CodecConfig, tables: SearchTables | None = None,
         gt = _hooks.grid_tables(dictionary_for(cfg))
     else:
         plan = hp = gt = None
-    st = pursue(tiles, jnp.int32(N), CountGrid.of(tiles.shape[0], grid), t, SearchParams.from_config(cfg), gt, hp,
+    st = pursue(tiles, np.int32(N), CountGrid.of(tiles.shape[0], grid), t, SearchParams.from_config(cfg), gt, hp,
                 spec=StageSpec.from_config(cfg, plan), max_atoms=cfg.max_atoms)
-    return AtomsResult(st.atom[:N], st.coef_q[:N], st.count[:N], st.dc_q[:N], st.recon[:N])
+    return AtomsResult(*_head((st.atom, st.coef_q, st.count, st.dc_q, st.recon), N))
