@@ -374,4 +374,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from shared_runtime import exit_now
+
+    exit_now(main())

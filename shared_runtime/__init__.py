@@ -10,16 +10,22 @@
   without tracing them).
 * :func:`join_processes`: ``jax.distributed.initialize`` for ``--coordinator HOST:PORT
   --num-processes N --process-id I``, with checked arguments and one-line errors.
+* :func:`exit_now`: end a command-line run without the interpreter's teardown.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
-__all__ = ["atomic_write", "atomic_write_bytes", "user_cache_dir", "enable_compilation_cache", "join_processes"]
+__all__ = ["atomic_write", "atomic_write_bytes", "user_cache_dir", "enable_compilation_cache", "join_processes",
+           "exit_now"]
+
+FULL_EXIT_ENV = "SHARED_RUNTIME_FULL_EXIT"
 
 
 def atomic_write(path, write: Callable[[str], object], *, durable: bool = True) -> None:
@@ -110,3 +116,26 @@ def join_processes(coordinator: str | None, num_processes: int | None, process_i
         raise RuntimeError(f"multi-host {what}: the {num_processes} processes did not all join at {coordinator} "
                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return int(process_id), int(num_processes)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a command-line process with exit status ``code``, skipping the interpreter's teardown.
+
+    A process that has run JAX spends 0.25-0.3 s after its last statement (2-core CPU) freeing its
+    modules and the JAX runtime; a command's outputs are all written and closed by then (they are
+    atomic writes). So the standard streams are flushed, the ``atexit`` handlers run (logging's,
+    ``jax.distributed``'s shutdown), and the process ends with ``os._exit``. With
+    ``SHARED_RUNTIME_FULL_EXIT=1`` in the environment it exits normally (``sys.exit``).
+    """
+    if os.environ.get(FULL_EXIT_ENV, "") not in ("", "0"):
+        sys.exit(code)
+    run = getattr(atexit, "_run_exitfuncs", None)
+    if run is None:  # not CPython: the plain exit
+        sys.exit(code)
+    run()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+            pass
+    os._exit(int(code or 0))

@@ -162,6 +162,28 @@ def test_adaptive_tables_learn_a_distribution_the_frozen_table_does_not_know():
     np.testing.assert_allclose(t.freq, 1 + counts / counts.sum() * ((1 << 15) - 64), atol=1.0)
 
 
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), n=st.integers(0, 6000), k=st.integers(1, 5))
+def test_adaptive_steps_follow_the_tables_symbol_by_symbol(data, n, k):
+    """The encoder's run-by-run (start, freq) equal :class:`AdaptiveTables` updated symbol by
+    symbol, across rebuild points (16, 32, ..., then 12.5 % steps) and for several tables."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    tables = [pc.build_rans_tables(rng.integers(1, 50, rng.integers(2, 40)), precision=int(rng.integers(12, 16)))
+              for _ in range(k)]
+    prec = tables[0].precision
+    tables = [pc.build_rans_tables(np.asarray(t.freq), precision=prec) for t in tables]
+    tid = rng.integers(0, k, n)
+    sym = np.asarray([rng.integers(0, tables[i].size) for i in tid], np.int64)
+    ad = R.AdaptiveTables(tables)
+    want = []
+    for i, v in zip(tid.tolist(), sym.tolist()):
+        f, c = ad.lists(i)
+        want.append((c[v], f[v]))
+        ad.update(i, v)
+    start, freq = R._adaptive_steps(sym, tables, tid)
+    assert list(zip(start.tolist(), freq.tolist())) == want
+
+
 @settings(max_examples=100, deadline=None)
 @given(data=st.data(), prec=st.integers(8, 16))
 def test_requantise_is_exact_largest_remainder_rounding(data, prec):

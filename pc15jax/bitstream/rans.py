@@ -317,16 +317,35 @@ def rans_encode(symbols, tables: RansTable | Sequence[RansTable], table_ids=None
     return data, (prec - np.log2(freq.astype(np.float64)) if adaptive else symbol_bits(s, tables, tid))
 
 
-def _adaptive_steps(s: np.ndarray, tables, tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every symbol's (start, freq) under :class:`AdaptiveTables`, in coding order -> uint64 ``[n]`` x 2."""
-    ad = AdaptiveTables(tables)
-    start, freq = [0] * len(s), [0] * len(s)
-    lists, update = ad.lists, ad.update
-    for i, (k, v) in enumerate(zip(tid.tolist(), s.tolist())):
-        f, c = lists(k)
-        start[i], freq[i] = c[v], f[v]
-        update(k, v)
-    return np.asarray(start, np.uint64), np.asarray(freq, np.uint64)
+def _adaptive_steps(s: np.ndarray, tables, tid: np.ndarray, weight: int = ADAPT_WEIGHT
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Every symbol's (start, freq) under :class:`AdaptiveTables`, in coding order -> uint64 ``[n]`` x 2.
+
+    A table changes only at its own rebuild points, so each table's symbols are taken together
+    and every run between two rebuilds is gathered at once from the table it was coded with (the
+    same tables, built by the same :func:`_requantise` of the same counts, as symbol by symbol)."""
+    n = s.shape[0]
+    start, freq = np.empty(n, np.uint64), np.empty(n, np.uint64)
+    order = np.argsort(tid, kind="stable")  # each table's symbols, in coding order
+    bounds = np.searchsorted(tid[order], np.arange(len(tables) + 1))
+    for k in np.flatnonzero(np.diff(bounds)):
+        pos = order[bounds[k]:bounds[k + 1]]
+        sk = s[pos]
+        t = tables[k]
+        f, c = t.freq.astype(np.int64), t.cdf.astype(np.int64)
+        h = weight * f
+        lo, step = 0, ADAPT_FIRST
+        while lo < sk.shape[0]:
+            hi = min(lo + step, sk.shape[0])
+            run, at = sk[lo:hi], pos[lo:hi]
+            start[at], freq[at] = c[run], f[run]
+            if hi - lo == step:  # the run reached a rebuild point: the table follows its counts
+                h = h + (np.bincount(run, minlength=t.size).astype(np.int64) << t.precision)
+                f = _requantise(h, t.precision)
+                c = np.concatenate([[0], f.cumsum()])
+                step = min(max(ADAPT_FIRST, hi // ADAPT_GROWTH), ADAPT_MAX_STEP)
+            lo = hi
+    return start, freq
 
 
 def adaptive_bits(symbols, tables: Sequence[RansTable], table_ids) -> np.ndarray:
