@@ -124,10 +124,12 @@ def exit_now(code: int) -> NoReturn:
     A process that has run JAX spends 0.25-0.3 s after its last statement (2-core CPU) freeing its
     modules and the JAX runtime; a command's outputs are all written and closed by then (they are
     atomic writes). So the standard streams are flushed, the ``atexit`` handlers run (logging's,
-    ``jax.distributed``'s shutdown), and the process ends with ``os._exit``. With
-    ``SHARED_RUNTIME_FULL_EXIT=1`` in the environment it exits normally (``sys.exit``).
+    ``jax.distributed``'s shutdown), and the process ends with ``os._exit``. Under a profiler, a
+    tracer or a debugger (``cProfile``, ``coverage``, ``pdb``: they write their results at the
+    normal exit), or with ``SHARED_RUNTIME_FULL_EXIT=1`` in the environment, it exits normally
+    (``sys.exit``).
     """
-    if os.environ.get(FULL_EXIT_ENV, "") not in ("", "0"):
+    if os.environ.get(FULL_EXIT_ENV, "") not in ("", "0") or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     run = getattr(atexit, "_run_exitfuncs", None)
     if run is None:  # not CPython: the plain exit
