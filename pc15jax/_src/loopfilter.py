@@ -83,16 +83,19 @@ def apply_loop_filter(img, classes, taps_q) -> np.ndarray:
     return np.clip(out, np.float32(0.0), np.float32(1.0))
 
 
-def _differences(y: np.ndarray) -> np.ndarray:
-    """Host float64 ``[H, W, 12]`` second differences of ``y`` along every offset pair (a view of
-    a ``[12, H, W]`` array: one contiguous plane per offset)."""
+def _differences(y: np.ndarray, rows: tuple[int, int] | None = None, padded: np.ndarray | None = None) -> np.ndarray:
+    """Host float64 ``[h, W, 12]`` second differences of ``y`` along every offset pair, for the
+    rows ``[r0, r1)`` (default: all), a view of a ``[12, h, W]`` array (one contiguous plane per
+    offset). ``padded``: ``y`` edge-padded by ``RADIUS``, if made already."""
     H, W = y.shape
     R = RADIUS
-    p = np.pad(y, R, mode="edge")
-    out = np.empty((len(OFFSETS), H, W))
+    r0, r1 = (0, H) if rows is None else rows
+    p = np.pad(y, R, mode="edge") if padded is None else padded
+    out = np.empty((len(OFFSETS), r1 - r0, W))
     for k, (dy, dx) in enumerate(OFFSETS):
-        np.add(p[R + dy:R + dy + H, R + dx:R + dx + W], p[R - dy:R - dy + H, R - dx:R - dx + W], out=out[k])
-        out[k] -= 2.0 * y
+        np.add(p[R + dy + r0:R + dy + r1, R + dx:R + dx + W], p[R - dy + r0:R - dy + r1, R - dx:R - dx + W],
+               out=out[k])
+        out[k] -= 2.0 * y[r0:r1]
     return np.moveaxis(out, 0, -1)
 
 
@@ -122,6 +125,30 @@ def box_mean(x: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+_STRIP_ROWS = 32  # rows of the plane whose differences are formed at once (they stay in cache)
+
+
+def _class_normal_equations(y: np.ndarray, e: np.ndarray, classes: np.ndarray, n_classes: int) -> list[tuple]:
+    """Per class ``c``: ``(A^T A, A^T e, pixels)`` of the least-squares fit ``A taps ~ e``, ``A`` the
+    second differences of the class's pixels (float64; ``y``, ``e`` float64 ``[H, W]``, ``classes``
+    int ``[H, W]``). Strips of ``_STRIP_ROWS`` rows at a time: no ``[12, H, W]`` array."""
+    H, W = y.shape
+    K = len(OFFSETS)
+    p = np.pad(y, RADIUS, mode="edge")
+    G, h, n = np.zeros((n_classes, K, K)), np.zeros((n_classes, K)), np.zeros(n_classes, np.int64)
+    for r0 in range(0, H, _STRIP_ROWS):
+        r1 = min(r0 + _STRIP_ROWS, H)
+        F = np.moveaxis(_differences(y, (r0, r1), p), -1, 0).reshape(K, -1)  # [12, rows * W], no copy
+        cls, es = classes[r0:r1].reshape(-1), e[r0:r1].reshape(-1)
+        for c in range(n_classes):
+            idx = np.flatnonzero(cls == c)
+            A = F[:, idx]
+            G[c] += A @ A.T
+            h[c] += A @ es[idx]
+            n[c] += idx.size
+    return [(G[c], h[c], int(n[c])) for c in range(n_classes)]
+
+
 def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: float, alpha: float,
                     seams: np.ndarray | None = None) -> np.ndarray:
     """The encoder's choice for one plane -> int32 taps ``[C, 12]`` (``C`` in ``CLASS_CHOICES``, or 0 rows: off).
@@ -136,17 +163,11 @@ def fit_loop_filter(x: np.ndarray, y: np.ndarray, tile: int, overlap: int, lam: 
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     H, W = y.shape
-    F = np.moveaxis(_differences(y), -1, 0).reshape(len(OFFSETS), H * W)  # [12, H * W], no copy
     w = float(np.mean(_pixel_weights(x, tile, alpha)))
-    e = (x - y).reshape(-1)
     # Normal equations of the finest partition once (one pass over the pixels); a coarser class
     # choice sums them, since every choice's classes are unions of the three seam classes.
     fine = pixel_classes(H, W, tile, overlap, max(CLASS_CHOICES)) if seams is None else np.asarray(seams)
-    stats = []
-    for c in range(max(CLASS_CHOICES)):
-        idx = np.flatnonzero(fine.reshape(-1) == c)
-        A = F[:, idx]
-        stats.append((A @ A.T, A @ e[idx], int(idx.size)))
+    stats = _class_normal_equations(y, x - y, fine, max(CLASS_CHOICES))
     groups = {1: [[0, 1, 2]], 3: [[0], [1], [2]]}
     best_j, best = 0.0, NO_FILTER
     for n in CLASS_CHOICES:
