@@ -54,6 +54,57 @@ def test_count_contexts_follow_the_left_and_upper_tiles():
     assert ctx.max() < M.N_COUNT_CTX
 
 
+def _split_by_loop(model, count, gen, params, seed, coef, dc_q, ny, nx, used=None):
+    """The stream order spelt out tile by tile, atom by atom: the oracle of the vectorised split."""
+    use = np.ones(len(count), bool) if used is None else np.asarray(used, bool)
+    a_sym, a_tid = list(np.asarray(count)[use]), list(model.count_tid[M.count_contexts(count, ny, nx)][use])
+    b_sym, b_tid = [], []
+    for t in range(len(count)):
+        prev = 0
+        for k in range(int(count[t])):
+            g = model.layout[int(gen[t, k])]
+            a_sym.append(g.id)
+            a_tid.append(model.gen_tid[prev])
+            prev = g.id
+            for i in g.searched:
+                b_sym.append(int(params[t, k, i]))
+                b_tid.append(model.index[f"param:{g.id}:{i}"])
+            if g.n_seeds > 1:
+                b_sym.append(int(seed[t, k]))
+                b_tid.append(model.index[f"seed:{g.id}"])
+            b_sym.append(int(coef[t, k]) + M.MAX_COEF)
+            b_tid.append(model.coef_tid[M.coef_context(k)])
+    delta = M.dc_delta(np.asarray(dc_q, np.int64), ny, nx, model.dc_predictor)
+    b_sym += (delta[use] + M.MAX_DC).tolist()
+    b_tid += [model.index["dc"]] * int(use.sum())
+    return a_sym, a_tid, b_sym, b_tid
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), ny=st.integers(1, 6), nx=st.integers(1, 6), contexts=st.booleans())
+def test_split_is_the_stream_order(seed, ny, nx, contexts):
+    rng = np.random.default_rng(seed)
+    model = M.SymbolModel(LAYOUT, _context_table(rng) if contexts else {"id": "flat"})
+    sym = _random_symbols(rng, ny, nx, K=int(rng.integers(1, 7)))
+    got = model.split(*sym, ny, nx)
+    for g, w in zip(got, _split_by_loop(model, *sym, ny, nx)):
+        assert g.dtype == np.int64
+        np.testing.assert_array_equal(g, np.asarray(w, np.int64).reshape(-1))
+
+
+def test_split_rejects_bad_amplitudes_and_counts():
+    rng = np.random.default_rng(1)
+    model = M.SymbolModel(LAYOUT, _context_table(rng))
+    count, gen, params, seed_, coef, dc = _random_symbols(rng, 2, 3)
+    count[:] = 2
+    coef[4, 1] = M.MAX_COEF + 1
+    with pytest.raises(ValueError, match=f"amplitude index {M.MAX_COEF + 1}"):
+        model.split(count, gen, params, seed_, coef, dc, 2, 3)
+    count[0] = gen.shape[1] + 1
+    with pytest.raises(ValueError, match="atom slots"):
+        model.split(count, gen, params, seed_, np.zeros_like(coef), dc, 2, 3)
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), ny=st.integers(1, 6), nx=st.integers(1, 6))
 def test_context_streams_round_trip(seed, ny, nx):

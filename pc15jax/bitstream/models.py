@@ -249,34 +249,51 @@ class SymbolModel:
         use = np.ones(N, bool) if used is None else np.asarray(used, bool)
         if np.any(count[~use]):
             raise ValueError("an unused tile cannot hold atoms")
-        a_sym = [count[use]]
-        a_tid = [self.count_tid[count_contexts(count, ny, nx)][use]]
-        b_sym, b_tid = [], []
-        for t in range(N):
-            prev = 0
-            for k in range(int(count[t])):
-                g = self.layout[int(gen[t, k])]
-                a_sym.append([g.id])
-                a_tid.append([self.gen_tid[prev]])
-                prev = g.id
-                for i in g.searched:
-                    b_sym.append(int(params[t, k, i]))
-                    b_tid.append(self.index[f"param:{g.id}:{i}"])
-                if g.n_seeds > 1:
-                    b_sym.append(int(seed[t, k]))
-                    b_tid.append(self.index[f"seed:{g.id}"])
-                c = int(coef[t, k])
-                if not -MAX_COEF <= c <= MAX_COEF:
-                    raise ValueError(f"amplitude index {c} outside [-{MAX_COEF}, {MAX_COEF}]")
-                b_sym.append(c + MAX_COEF)
-                b_tid.append(self.coef_tid[coef_context(k)])
+        gen, params, seed = np.asarray(gen, np.int64), np.asarray(params, np.int64), np.asarray(seed, np.int64)
+        coef = np.asarray(coef, np.int64)
+        if N and count.max() > gen.shape[1]:
+            raise ValueError(f"atom counts up to {int(count.max())} for {gen.shape[1]} atom slots")
+        # The live atoms, tile by tile and in order within a tile (what the stream holds).
+        tt, kk = np.nonzero(np.arange(gen.shape[1])[None, :] < count[:, None])
+        gi = gen[tt, kk]
+        ids = self._gen_ids[gi]
+        prev = np.where(kk > 0, np.concatenate([[0], ids[:-1]]), 0)  # the tile's previous atom (0: none)
+        c = coef[tt, kk]
+        bad = np.flatnonzero(np.abs(c) > MAX_COEF)
+        if bad.size:
+            raise ValueError(f"amplitude index {int(c[bad[0]])} outside [-{MAX_COEF}, {MAX_COEF}]")
+        # B symbols of every atom from its generator's template: the searched parameters, the
+        # seed (if it has several), the amplitude; row by row, so in stream order.
+        src, idx, tid = (v[gi] for v in self._b_template)
+        val = np.where(src == 0, params[tt[:, None], kk[:, None], np.maximum(idx, 0)],
+                       np.where(src == 1, seed[tt, kk][:, None], c[:, None] + MAX_COEF))
+        tid = np.where(src == 2, self.coef_tid[np.minimum(kk, N_COEF_CTX - 1)][:, None], tid)
+        live = src >= 0
         delta = dc_delta(np.asarray(dc_q, np.int64), ny, nx, self.dc_predictor)
         if np.any(delta[~use]):
             raise ValueError("an unused tile's DC must equal its prediction")
-        b_sym.extend((delta[use] + MAX_DC).tolist())
-        b_tid.extend([self.index["dc"]] * int(use.sum()))
-        return (np.concatenate([np.asarray(v, np.int64) for v in a_sym]), np.concatenate(a_tid).astype(np.int64),
-                np.asarray(b_sym, np.int64), np.asarray(b_tid, np.int64))
+        n_dc = int(use.sum())
+        return (np.concatenate([count[use], ids]),
+                np.concatenate([self.count_tid[count_contexts(count, ny, nx)][use], self.gen_tid[prev]]).astype(np.int64),
+                np.concatenate([val[live], delta[use] + MAX_DC]),
+                np.concatenate([tid[live], np.full(n_dc, self.index["dc"], np.int64)]))
+
+    @functools.cached_property
+    def _gen_ids(self) -> np.ndarray:
+        return np.asarray([g.id for g in self.layout], np.int64)
+
+    @functools.cached_property
+    def _b_template(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per generator (layout index) its B symbols' (source, parameter position, table), int64
+        ``[G, M]`` each: source 0 a parameter, 1 the seed, 2 the amplitude (its table is the
+        atom's amplitude context's), -1 none."""
+        rows = [[(0, i, self.index[f"param:{g.id}:{i}"]) for i in g.searched]
+                + ([(1, -1, self.index[f"seed:{g.id}"])] if g.n_seeds > 1 else []) + [(2, -1, -1)] for g in self.layout]
+        M = max(len(r) for r in rows)
+        out = np.full((3, len(rows), M), -1, np.int64)
+        for gi, r in enumerate(rows):
+            out[:, gi, :len(r)] = np.asarray(r, np.int64).T
+        return out[0], out[1], out[2]
 
     def a_tables(self) -> list[RansTable]:
         """Every table stream A may use."""
