@@ -82,8 +82,9 @@ def test_cli_decodes_and_describes_without_importing_jax(tmp_path):
     assert list((tmp_path / "cache" / "pc15jax" / "dictionaries").glob("dict_16_1_*.npz"))  # the encoder left the atoms
     out = tmp_path / "x.png"
     for args in (["decode", str(stream), "-o", str(out)], ["info", str(stream), "--json"]):
+        # a normal exit (SystemExit), so that the script can look at its modules afterwards
         run = subprocess.run([sys.executable, "-c", _DECODE_WITHOUT_JAX, *args], capture_output=True, text=True,
-                             env=env, timeout=600)
+                             env=dict(env, SHARED_RUNTIME_FULL_EXIT="1"), timeout=600)
         assert run.returncode == 0, run.stderr
         assert run.stdout.strip().splitlines()[-1] == "NO_JAX 0", run.stdout + run.stderr
         if args[0] == "info":
