@@ -121,7 +121,7 @@ def _header(cfg: CodecConfig, H: int, W: int, layout: str = "Y", filters=None, m
         1 << TOOLS.index("transform_residual") if steps is not None else 0)
     tool_data = (pack_filters(filters) if lf else b"") + (pack_filters(post) if steps is not None else b"") + (
         blockmap.pack_block_map(cfg.block_sizes, cfg.block_region, maps) if maps is not None else b"") + (
-        resid.pack_steps(steps) if steps is not None else b"")
+        resid.pack_steps(steps, cfg.residual_lapped) if steps is not None else b"")
     tile, overlap = _filter_geometry(cfg)
     return StreamHeader(H=H, W=W, tile=tile, overlap=overlap, window=cfg.window,
                         window_param=_window_param(cfg), seed=cfg.seed, gain_step=cfg.gain_step,
@@ -436,8 +436,9 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
     for x, sym, shp, taps, y, (_, lam) in zip(originals, planes, shapes, filters, pre, _plane_lambdas(cfg, n)):
         base = _decoded_plane(h, sym, shp, taps, y)
         code = resid.step_code(cfg.residual_step * np.sqrt(lam))  # at least 1 / STEP_UNIT (lambda 0)
-        q = resid.quantise(resid.forward(np.asarray(x, np.float64) - base), resid.step_of(code))
-        q = prune_residual(x, base, q, resid.step_of(code), lam, cfg.alpha_mix, cfg.adaptive_coding)
+        lapped = cfg.residual_lapped
+        q = resid.quantise(resid.forward(np.asarray(x, np.float64) - base, lapped), resid.step_of(code))
+        q = prune_residual(x, base, q, resid.step_of(code), lam, cfg.alpha_mix, cfg.adaptive_coding, lapped)
         if not q.any():
             steps.append(0)
             planes_r.append(None)
@@ -445,7 +446,7 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
             continue
         steps.append(code)
         levels.append(q)
-        r = resid.inverse(q, resid.step_of(code), shp)
+        r = resid.inverse(q, resid.step_of(code), shp, lapped)
         post = fit_loop_filter(x, np.clip(base + r, np.float32(0.0), np.float32(1.0)), resid.BLOCK, 0, lam,
                                cfg.alpha_mix) if cfg.loop_filter else NO_FILTER
         planes_r.append((r, post))

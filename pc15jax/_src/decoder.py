@@ -95,19 +95,19 @@ def plane_layers(sym) -> list[PlaneSymbols]:
 
 def _block_tool(h: StreamHeader):
     """(loop filter taps, block map or None, every plane's residual ``(step code, taps of the filter
-    after the residual)`` or None) of the tools block."""
+    after the residual, lapped)`` or None) of the tools block."""
     n = len(plane_shapes(h.layout, h.H, h.W))
     data = h.tool_data
     steps = None
     if "transform_residual" in h.tool_names:  # its parameters close the block
-        steps, data = resid.unpack_steps(data, n)
+        steps, lapped, data = resid.unpack_steps(data, n)
     if "loop_filter" in h.tool_names:
         filters, rest = unpack_filters(data, n, rest=True)
     else:
         filters, rest = [NO_FILTER] * n, data
     if steps is not None:  # the filters after the residual follow the loop filter's
         post, rest = unpack_filters(rest, n, rest=True)
-        steps = list(zip(steps, post))
+        steps = [(code, taps, lapped) for code, taps in zip(steps, post)]
     if "block_map" not in h.tool_names:
         if rest:
             raise BitstreamError(f"{len(rest)} unexpected bytes in the tools block")
@@ -418,7 +418,7 @@ def _parse_full(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray], list
     residuals = [None] * len(planes)
     if steps is not None:
         ad = "adaptive_coding" in h.tool_names
-        for k, (shape, (code, post), pl) in enumerate(zip(shapes, steps, payloads)):
+        for k, (shape, (code, post, lapped), pl) in enumerate(zip(shapes, steps, payloads)):
             n_r, R = pl[4], pl[5]
             if not code:
                 if n_r or R or post.shape[0]:
@@ -428,13 +428,13 @@ def _parse_full(data: bytes) -> tuple[StreamHeader, list, list[np.ndarray], list
             if n_r > by * bx * (1 + 4 * resid.N_COEF):
                 raise BitstreamError(f"stream claims {n_r} residual symbols for {by * bx} blocks")
             check_symbol_count(len(R), resid.residual_tables(), n_r, ad)
-            residuals[k] = (resid.decode_residual(R, n_r, shape, ad), resid.step_of(code), post)
+            residuals[k] = (resid.decode_residual(R, n_r, shape, ad), resid.step_of(code), post, lapped)
     return h, planes, filters, residuals
 
 
 def _residual_planes(h: StreamHeader, residuals) -> list:
     """:func:`_parse_full`'s residuals -> every plane's ``(residual plane float32, taps)`` or None."""
-    return [None if r is None else (resid.inverse(r[0], r[1], shp), r[2])
+    return [None if r is None else (resid.inverse(r[0], r[1], shp, r[3]), r[2])
             for r, shp in zip(residuals, plane_shapes(h.layout, h.H, h.W))]
 
 
@@ -529,6 +529,7 @@ def stream_info(bitstream) -> dict:
         "tools": list(h.tool_names), "loop_filter_classes": [int(t.shape[0]) for t in filters],
         "residual_steps": [0.0 if r is None else r[1] for r in residuals] if "transform_residual" in h.tool_names
         else [],
+        "residual_lapped": any(r is not None and r[3] for r in residuals),
         "bytes": len(data), "bpp": 8.0 * len(data) / (h.H * h.W),
         "tiles": int(sum(p["tiles"] for p in per_plane)), "grid": per_plane[0]["grid"],
         "planes": per_plane, "atoms": int(sum(p["atoms"] for p in per_plane)),

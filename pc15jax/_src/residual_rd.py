@@ -13,7 +13,8 @@ __all__ = ["prune_residual", "RDO_PASSES"]
 RDO_PASSES = 2
 
 
-def prune_residual(x, base, q, step: float, lam: float, alpha: float, adaptive: bool = True) -> np.ndarray:
+def prune_residual(x, base, q, step: float, lam: float, alpha: float, adaptive: bool = True,
+                   lapped: bool = False) -> np.ndarray:
     """Per-block RD decision on the residual levels with the codec's own cost: a block keeps its
     levels only where they lower ``sum(d) + lambda * bits``.
 
@@ -21,7 +22,9 @@ def prune_residual(x, base, q, step: float, lam: float, alpha: float, adaptive: 
       x: the original plane, float ``[H, W]`` in [0, 1]. base: the decoded plane without the
         residual, float32 ``[H, W]``. q: the levels, int64 ``[by, bx, 64]``. step: their quantiser
         step. lam: the plane's lambda. alpha: ``alpha_mix``. adaptive: price the bits with adapted
-        tables (the ``adaptive_coding`` tool) or the frozen ones.
+        tables (the ``adaptive_coding`` tool) or the frozen ones. lapped: the levels are of the
+        lapped transform (a block's levels then reach 4 pixels into its neighbours; the regions
+        summed stay the blocks, and the second pass sees the first's decisions).
 
     ``d`` is :func:`~.distortion.mixed_distortion` (half the search's SSIM-mixed distortion, half
     the squared error scaled to the same plane total, as the block map weighs them), ``bits`` the
@@ -39,7 +42,7 @@ def prune_residual(x, base, q, step: float, lam: float, alpha: float, adaptive: 
     for _ in range(RDO_PASSES):
         if not q.any():
             break
-        y = np.clip(base + resid.inverse(q, step, base.shape), np.float32(0.0), np.float32(1.0))
+        y = np.clip(base + resid.inverse(q, step, base.shape, lapped), np.float32(0.0), np.float32(1.0))
         d1 = sums(mixed_distortion(x, y, alpha, scale))
         bits = resid.block_bits(q, adaptive)
         # an empty block still codes its `last`: compare against the cost of that one symbol

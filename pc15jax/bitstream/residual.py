@@ -37,7 +37,7 @@ import numpy as np
 from .errors import BitstreamError
 from .rans import AdaptiveTables, RansDecoder, RansTable, build_rans_tables, symbol_bits
 
-__all__ = ["BLOCK", "DEADZONE", "STEP_UNIT", "MAX_LEVEL", "residual_tables", "forward", "quantise",
+__all__ = ["BLOCK", "DEADZONE", "STEP_UNIT", "MAX_LEVEL", "LAPPED", "residual_tables", "lap", "forward", "quantise",
            "inverse", "residual_symbols", "decode_residual", "step_code", "step_of", "pack_steps", "unpack_steps",
            "block_grid", "residual_bits", "block_bits"]
 
@@ -74,6 +74,28 @@ def _dct_matrix(n: int) -> np.ndarray:
 
 
 DCT = _dct_matrix(BLOCK)
+
+
+def _dct4_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    return np.cos(math.pi * (2 * k + 1) * (2 * np.arange(n)[None, :] + 1) / (4 * n)) * math.sqrt(2.0 / n)
+
+
+def _lap_matrix(n: int) -> np.ndarray:
+    """The orthogonal pre-filter of the lapped transform across one block boundary, float64 ``[n, n]``
+    (the ``n / 2`` samples each side): ``W diag(I, V) W`` with ``W = [[I, J], [J, -I]] / sqrt(2)`` and
+    ``V = J C_II^T C_IV J`` (Tran, de Queiroz, Nguyen, "Lapped transform via time-domain pre- and
+    post-filtering", IEEE TSP 2003: the time-domain form of Malvar's LOT). With the 8x8 DCT after it,
+    the coding gain of an AR(1) source with rho 0.95 is 9.22 dB against the DCT's 8.83 dB."""
+    h = n // 2
+    I, J, Z = np.eye(h), np.eye(h)[::-1], np.zeros((h, h))
+    W = np.block([[I, J], [J, -I]]) / math.sqrt(2.0)
+    V = J @ _dct_matrix(h).T @ _dct4_matrix(h) @ J
+    return W @ np.block([[I, Z], [Z, V]]) @ W
+
+
+LAP = _lap_matrix(BLOCK)
+LAPPED = 0x80  # the block-size byte's flag of the lapped transform
 
 # table ids
 T_LAST = 0  # 3 contexts
@@ -121,36 +143,58 @@ def step_of(code: int) -> float:
     return code / STEP_UNIT
 
 
-def pack_steps(codes) -> bytes:
-    """The tool's parameters (the end of the header's tools block): u8 log2 of the block size,
-    then every plane's u16 step code (0: no residual)."""
-    return struct.pack("<B", BLOCK.bit_length() - 1) + b"".join(struct.pack("<H", int(c)) for c in codes)
+def pack_steps(codes, lapped: bool = False) -> bytes:
+    """The tool's parameters (the end of the header's tools block): u8 log2 of the block size, with
+    ``LAPPED`` set for the lapped transform, then every plane's u16 step code (0: no residual)."""
+    head = (BLOCK.bit_length() - 1) | (LAPPED if lapped else 0)
+    return struct.pack("<B", head) + b"".join(struct.pack("<H", int(c)) for c in codes)
 
 
-def unpack_steps(data: bytes, n_planes: int) -> tuple[list[int], bytes]:
-    """The tools block -> (every plane's step code, the block without them). Raises BitstreamError."""
+def unpack_steps(data: bytes, n_planes: int) -> tuple[list[int], bool, bytes]:
+    """The tools block -> (every plane's step code, whether the transform is lapped, the block
+    without them). Raises BitstreamError."""
     size = 1 + 2 * n_planes
     if len(data) < size:
         raise BitstreamError("tools block too short for the transform residual's parameters")
     tail = data[len(data) - size:]
-    if tail[0] != BLOCK.bit_length() - 1:
-        raise BitstreamError(f"transform residual with blocks of 2**{tail[0]} pixels (this decoder reads {BLOCK})")
+    if tail[0] & ~LAPPED != BLOCK.bit_length() - 1:
+        raise BitstreamError(f"transform residual with blocks of 2**{tail[0] & ~LAPPED} pixels (this decoder reads {BLOCK})")
     codes = list(struct.unpack_from(f"<{n_planes}H", tail, 1))
     if not any(codes):
         raise BitstreamError("transform residual tool with no plane that uses it")
-    return codes, data[:len(data) - size]
+    return codes, bool(tail[0] & LAPPED), data[:len(data) - size]
 
 
 def block_grid(shape) -> tuple[int, int]:
     return -(-int(shape[0]) // BLOCK), -(-int(shape[1]) // BLOCK)
 
 
-def forward(r: np.ndarray) -> np.ndarray:
-    """Residual plane ``[H, W]`` -> DCT coefficients in zig-zag order, float64 ``[by, bx, 64]``."""
+def lap(plane: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """The lapped transform's pre-filter (``inverse``: its post-filter, the transpose) across every
+    interior block boundary of a block-aligned plane, float64 ``[by * 8, bx * 8]`` -> the same
+    shape: the 4 samples each side of a boundary, along the columns and then the rows (the two
+    commute). Orthogonal: squared errors are the same before and after it."""
+    m = LAP.T if inverse else LAP
+    out = np.array(plane, np.float64)
+    h = BLOCK // 2
+    for axis in (0, 1):
+        v = np.moveaxis(out, axis, 0)  # a view: written in place
+        n = v.shape[0]
+        if n > BLOCK:
+            mid = v[h:n - h]
+            v[h:n - h] = np.einsum("ij,bjk->bik", m, mid.reshape((n - BLOCK) // BLOCK, BLOCK, -1)).reshape(mid.shape)
+    return out
+
+
+def forward(r: np.ndarray, lapped: bool = False) -> np.ndarray:
+    """Residual plane ``[H, W]`` -> DCT coefficients in zig-zag order, float64 ``[by, bx, 64]``
+    (``lapped``: after the pre-filter :func:`lap`)."""
     H, W = r.shape
     by, bx = block_grid(r.shape)
     pad = np.zeros((by * BLOCK, bx * BLOCK))
     pad[:H, :W] = r
+    if lapped:
+        pad = lap(pad)
     blocks = pad.reshape(by, BLOCK, bx, BLOCK).transpose(0, 2, 1, 3)
     c = DCT @ blocks @ DCT.T
     return c.reshape(by, bx, N_COEF)[..., ZIGZAG]
@@ -162,13 +206,16 @@ def quantise(c: np.ndarray, delta: float) -> np.ndarray:
     return (np.sign(c) * np.minimum(q, MAX_LEVEL)).astype(np.int64)
 
 
-def inverse(q: np.ndarray, delta: float, shape) -> np.ndarray:
-    """Levels ``[by, bx, 64]`` (zig-zag) -> the residual plane, float32 ``[H, W]``."""
+def inverse(q: np.ndarray, delta: float, shape, lapped: bool = False) -> np.ndarray:
+    """Levels ``[by, bx, 64]`` (zig-zag) -> the residual plane, float32 ``[H, W]`` (``lapped``:
+    through the post-filter, ``lap(..., inverse=True)``)."""
     by, bx = q.shape[:2]
     c = np.zeros((by, bx, N_COEF))
     c[..., ZIGZAG] = q * float(delta)
     blocks = DCT.T @ c.reshape(by, bx, BLOCK, BLOCK) @ DCT
     img = blocks.transpose(0, 2, 1, 3).reshape(by * BLOCK, bx * BLOCK)
+    if lapped:
+        img = lap(img, inverse=True)
     return img[:shape[0], :shape[1]].astype(np.float32)
 
 
