@@ -3,7 +3,7 @@
 Usage:
   python -m experiments.bench_rd [--images DIR_OR_FILES ...] [--gray]
                                  [--codecs pc15,jpeg,webp,jpeg2000,avif,heif,jxl] [--out results/] [--quick]
-                                 [--pc15 ladder|blocks|all] [--frozen-tables] [--residual]
+                                 [--pc15 ladder|blocks|all] [--frozen-tables] [--residual [--block-dct]]
                                  [--chroma-lambda L]
 
 Writes ``rd_points.json`` (every image/codec/setting: bytes, bpp, PSNR, SSIM, blockiness, seconds),
@@ -307,13 +307,19 @@ def main(argv=None) -> int:
     ap.add_argument("--frozen-tables", action="store_true",
                     help="PC15 without the adaptive_coding tool (the frozen rANS tables only)")
     ap.add_argument("--residual", action="store_true",
-                    help="PC15 with the transform_residual tool (an 8x8 DCT residual on top of the atoms)")
+                    help="PC15 with the transform_residual tool (an 8x8 lapped-transform residual on top of the atoms)")
+    ap.add_argument("--block-dct", action="store_true",
+                    help="with --residual: the plain 8x8 block DCT instead of the lapped transform")
     ap.add_argument("--chroma-lambda", type=float, default=None,
                     help="PC15's chroma lambda over the luma's (CodecConfig.chroma_lambda; default its own)")
     args = ap.parse_args(argv)
     pc15_options = ({"adaptive_coding": False} if args.frozen_tables else {}) | (
         {"transform_residual": True} if args.residual else {}) | (
+        {"residual_lapped": False} if args.block_dct else {}) | (
         {"chroma_lambda": args.chroma_lambda} if args.chroma_lambda is not None else {}) or None
+    if args.block_dct and not args.residual:
+        print("error: --block-dct is an option of --residual", file=sys.stderr)
+        return 2
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     bad = sorted(set(codecs) - set(CODECS))
     if bad:

@@ -313,8 +313,8 @@ def _parser():
                        help=f"the chroma planes' lambda over the luma's (default {d.chroma_lambda}; lower: more "
                             "chroma bits, higher PSNR over RGB, a little lower SSIM)")
         p.add_argument("--residual", action="store_true",
-                       help="code what the atoms leave as an 8x8 DCT residual (the transform_residual tool): "
-                            "higher PSNR at equal rate, lower SSIM")
+                       help="code what the atoms leave as an 8x8 lapped-transform residual (the "
+                            "transform_residual tool): higher PSNR at equal rate, lower SSIM")
         p.add_argument("--gray", action="store_true", help="code luma only (colour input is converted to luma)")
         p.add_argument("--json", action="store_true", help="print one JSON line per image")
 

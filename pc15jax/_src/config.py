@@ -63,7 +63,7 @@ class CodecConfig:
         ``adaptive_coding`` tool, :class:`~pc15jax.bitstream.rans.AdaptiveTables`): every table
         starts frozen and follows the symbols it has coded. ``False`` codes with the frozen
         tables, exactly as before the tool existed.
-      transform_residual: code what the atoms leave (after the loop filter) as an 8x8 block-DCT
+      transform_residual: code what the atoms leave (after the loop filter) as an 8x8 lapped-transform
         residual (the ``transform_residual`` tool, :mod:`pc15jax.bitstream.residual`) with the
         quantiser step ``residual_step * sqrt(lambda)`` (the plane's lambda); the atoms are then
         searched with ``max(lambda, residual_base_lambda)``: they code the image's structure, the

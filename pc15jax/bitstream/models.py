@@ -273,8 +273,8 @@ class SymbolModel:
         if np.any(delta[~use]):
             raise ValueError("an unused tile's DC must equal its prediction")
         n_dc = int(use.sum())
-        return (np.concatenate([count[use], ids]),
-                np.concatenate([self.count_tid[count_contexts(count, ny, nx)][use], self.gen_tid[prev]]).astype(np.int64),
+        count_tid = self.count_tid[count_contexts(count, ny, nx)][use]
+        return (np.concatenate([count[use], ids]), np.concatenate([count_tid, self.gen_tid[prev]]).astype(np.int64),
                 np.concatenate([val[live], delta[use] + MAX_DC]),
                 np.concatenate([tid[live], np.full(n_dc, self.index["dc"], np.int64)]))
 

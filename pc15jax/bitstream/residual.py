@@ -1,17 +1,22 @@
-"""The ``transform_residual`` coding tool: an 8x8 block-DCT residual on top of a decoded plane
-(host, NumPy + stdlib only; the encoder and the decoder share every function here).
+"""The ``transform_residual`` coding tool: an 8x8 lapped-transform (or block-DCT) residual on top of
+a decoded plane (host, NumPy + stdlib only; the encoder and the decoder share every function here).
 
 After a plane is rendered, blended and loop-filtered, the encoder takes what is left,
 ``r = x - y``, in 8x8 blocks aligned to the plane's top-left corner (the last row and column of
-blocks padded with zeros), transforms each block with the orthonormal 2-D DCT-II and quantises
-the coefficients with a dead-zone quantiser of step ``delta`` (signalled per plane):
+blocks padded with zeros). With the lapped transform (the stream's default, :data:`LAPPED` in the
+tool's block-size byte) an orthogonal pre-filter first mixes the 4 pixels either side of every
+interior block boundary (:func:`lap`, the time-domain form of Malvar's LOT); then each block goes
+through the orthonormal 2-D DCT-II and a dead-zone quantiser of step ``delta`` (signalled per plane):
 
     q = sign(c) * floor(|c| / delta + 1/2 - DEADZONE),   |q| <= MAX_LEVEL
 
-The decoder adds ``IDCT(q * delta)`` (float64 matrix products, cast to float32), clips to
-[0, 1], and filters the plane once more with the loop filter's Wiener filter on this 8 px block
-grid, with the taps the tools block gives the plane (:mod:`pc15jax._src.decoder`). The atoms code what they do best (smooth regions, edges, textures at low rates); the
-residual takes the detail they would buy at many bits an atom.
+The decoder adds the inverse (IDCT of ``q * delta``, then the transposed post-filter; float64
+matrix products, cast to float32), clips to [0, 1], and filters the plane once more with the loop
+filter's Wiener filter on this 8 px block grid, with the taps the tools block gives the plane
+(:mod:`pc15jax._src.decoder`). The atoms code what they do best (smooth regions, edges, textures
+at low rates); the residual takes the detail they would buy at many bits an atom. The lapped
+transform has no block edges of its own and a higher coding gain (9.22 against 8.83 dB on an AR(1)
+source with rho 0.95).
 
 **Symbols** (one backward-adaptive or frozen rANS stream per plane, blocks in raster order):
 
@@ -158,7 +163,8 @@ def unpack_steps(data: bytes, n_planes: int) -> tuple[list[int], bool, bytes]:
         raise BitstreamError("tools block too short for the transform residual's parameters")
     tail = data[len(data) - size:]
     if tail[0] & ~LAPPED != BLOCK.bit_length() - 1:
-        raise BitstreamError(f"transform residual with blocks of 2**{tail[0] & ~LAPPED} pixels (this decoder reads {BLOCK})")
+        raise BitstreamError(f"transform residual with blocks of 2**{tail[0] & ~LAPPED} pixels "
+                             f"(this decoder reads {BLOCK})")
     codes = list(struct.unpack_from(f"<{n_planes}H", tail, 1))
     if not any(codes):
         raise BitstreamError("transform residual tool with no plane that uses it")
