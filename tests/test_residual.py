@@ -158,9 +158,43 @@ def test_block_dct_residual_streams_keep_decoding_and_the_lap_switches_off():
     assert np.array_equal(pc.decode_y(lapped["bitstream"]), lapped["recon"])
 
 
+def _cost(c, q, step, lam, bits):
+    """Squared error plus lam times the bits of q's symbols (one block: no neighbours' context)."""
+    s, t = R.residual_symbols(q)
+    return float(np.sum((np.abs(c) - np.abs(q) * step) ** 2) + lam * sum(bits[k][v] for k, v in zip(t, s)))
+
+
+def test_rdoq_only_lowers_levels_and_never_raises_the_cost():
+    from pc15jax._src.residual_rd import rdoq, table_bits
+
+    rng = np.random.default_rng(5)
+    step = 0.02
+    for trial in range(40):
+        c = rng.laplace(0, step * rng.uniform(0.3, 4.0), (1, 1, 64)) * np.exp(-np.arange(64) / 20)[None, None]
+        q = R.quantise(c, step)
+        bits = table_bits(q, adaptive=bool(trial % 2))
+        lam = float(rng.uniform(0, 2e-4))
+        out = rdoq(c, q, step, np.full((1, 1), lam), bits)
+        assert np.all(np.abs(out) <= np.abs(q)) and np.all((out == 0) | (np.sign(out) == np.sign(q)))
+        assert _cost(c, out, step, lam, bits) <= _cost(c, q, step, lam, bits) + 1e-12
+    c = rng.normal(0, 0.05, (3, 4, 64))
+    q = R.quantise(c, step)
+    bits = table_bits(q, adaptive=True)
+    assert np.array_equal(rdoq(c, q, step, np.zeros((3, 4)), bits), q)  # lambda 0: the dead zone's levels
+    assert not rdoq(c, q, step, np.full((3, 4), 1e3), bits).any()  # a huge lambda empties every block
+
+
+def test_rdoq_switches_off_and_keeps_decode_equal_to_recon(gray):
+    on = pc.encode_y(gray, pc.CodecConfig(lambda_rd=0.1, transform_residual=True))
+    off = pc.encode_y(gray, pc.CodecConfig(lambda_rd=0.1, transform_residual=True, residual_rdoq=False))
+    assert on["bitstream"] != off["bitstream"] and len(on["bitstream"]) < len(off["bitstream"])
+    for e in (on, off):
+        assert np.array_equal(pc.decode_y(e["bitstream"]), e["recon"])
+
+
 def test_config_validates_the_residual_fields():
     for bad in (dict(transform_residual=1), dict(residual_step=0.0), dict(residual_base_lambda=-1.0),
-                dict(residual_lapped="yes")):
+                dict(residual_lapped="yes"), dict(residual_rdoq=None)):
         with pytest.raises(ValueError):
             pc.CodecConfig(**bad)
     c = pc.CodecConfig(lambda_rd=0.2, transform_residual=True)

@@ -437,8 +437,10 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
         base = _decoded_plane(h, sym, shp, taps, y)
         code = resid.step_code(cfg.residual_step * np.sqrt(lam))  # at least 1 / STEP_UNIT (lambda 0)
         lapped = cfg.residual_lapped
-        q = resid.quantise(resid.forward(np.asarray(x, np.float64) - base, lapped), resid.step_of(code))
-        q = prune_residual(x, base, q, resid.step_of(code), lam, cfg.alpha_mix, cfg.adaptive_coding, lapped)
+        c = resid.forward(np.asarray(x, np.float64) - base, lapped)
+        q = resid.quantise(c, resid.step_of(code))
+        q = prune_residual(x, base, q, resid.step_of(code), lam, cfg.alpha_mix, cfg.adaptive_coding, lapped,
+                           coefs=c if cfg.residual_rdoq else None)
         if not q.any():
             steps.append(0)
             planes_r.append(None)

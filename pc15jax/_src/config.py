@@ -72,6 +72,8 @@ class CodecConfig:
       residual_lapped: the residual's transform is lapped (an orthogonal pre-filter across the 8x8
         block boundaries before the DCT, its transpose after the inverse DCT: Malvar's LOT in
         time-domain form), signalled in the stream; ``False``: the plain block DCT.
+      residual_rdoq: the encoder lowers the residual's dead-zone levels where the rate-distortion
+        cost falls (:func:`~pc15jax._src.residual_rd.rdoq`); an encoder decision, not a tool.
       residual_base_lambda: the least lambda the atom search runs at with the residual (>= 0).
       ai: search hooks (:class:`~pc15jax.AiHooks` or :class:`~pc15jax.HeuristicHooks`) that
         narrow the search's candidates; ``None`` is the exhaustive search. They never change
@@ -113,6 +115,7 @@ class CodecConfig:
     transform_residual: bool = False
     residual_step: float = 0.35
     residual_lapped: bool = True
+    residual_rdoq: bool = True
     residual_base_lambda: float = 0.3
     ai: Any = None
     dictionary: str = "standard"
@@ -163,9 +166,11 @@ class CodecConfig:
         if not isinstance(self.transform_residual, (bool, np.bool_)):
             raise ValueError(f"transform_residual must be True or False, got {self.transform_residual!r}")
         object.__setattr__(self, "transform_residual", bool(self.transform_residual))
-        if not isinstance(self.residual_lapped, (bool, np.bool_)):
-            raise ValueError(f"residual_lapped must be True or False, got {self.residual_lapped!r}")
-        object.__setattr__(self, "residual_lapped", bool(self.residual_lapped))
+        for name in ("residual_lapped", "residual_rdoq"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {v!r}")
+            object.__setattr__(self, name, bool(v))
         _finite("residual_step", self.residual_step, lo=0.0, lo_open=True)
         _finite("residual_base_lambda", self.residual_base_lambda, lo=0.0)
         if self.target_bpp is not None:
