@@ -58,11 +58,11 @@ class PursuitState(NamedTuple):
       count: int32 ``[Np]`` atoms so far. dc_q: int32 ``[Np]``. recon: float32 ``[Np, T, T]``.
     """
 
-    atom: np.ndarray
-    coef_q: np.ndarray
-    count: np.ndarray
-    dc_q: np.ndarray
-    recon: np.ndarray
+    atom: jax.Array
+    coef_q: jax.Array
+    count: jax.Array
+    dc_q: jax.Array
+    recon: jax.Array
 
 
 class CountGrid(NamedTuple):
