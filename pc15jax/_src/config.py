@@ -157,16 +157,7 @@ class CodecConfig:
                 raise ValueError("generators must name at least one generator (or be None for all)")
             object.__setattr__(self, "generators", names)
         _finite("chroma_lambda", self.chroma_lambda, lo=0.0)
-        if not isinstance(self.loop_filter, (bool, np.bool_)):
-            raise ValueError(f"loop_filter must be True or False, got {self.loop_filter!r}")
-        object.__setattr__(self, "loop_filter", bool(self.loop_filter))
-        if not isinstance(self.adaptive_coding, (bool, np.bool_)):
-            raise ValueError(f"adaptive_coding must be True or False, got {self.adaptive_coding!r}")
-        object.__setattr__(self, "adaptive_coding", bool(self.adaptive_coding))
-        if not isinstance(self.transform_residual, (bool, np.bool_)):
-            raise ValueError(f"transform_residual must be True or False, got {self.transform_residual!r}")
-        object.__setattr__(self, "transform_residual", bool(self.transform_residual))
-        for name in ("residual_lapped", "residual_rdoq"):
+        for name in ("loop_filter", "adaptive_coding", "transform_residual", "residual_lapped", "residual_rdoq"):
             v = getattr(self, name)
             if not isinstance(v, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {v!r}")
