@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..bitstream import residual as resid
-from ..bitstream.rans import ADAPT_WEIGHT, _requantise
+from ..bitstream.rans import adapted_frequencies
 from .distortion import mixed_distortion, pixel_distortion, region_sums
 
 __all__ = ["prune_residual", "rdoq", "table_bits", "RDO_PASSES"]
@@ -74,8 +74,7 @@ def table_bits(q: np.ndarray, adaptive: bool) -> list[np.ndarray]:
     s, t = resid.residual_symbols(q)
     out = []
     for k, tab in enumerate(tables):
-        hist = np.bincount(s[t == k], minlength=tab.size).astype(np.int64)
-        f = _requantise(ADAPT_WEIGHT * tab.freq.astype(np.int64) + (hist << tab.precision), tab.precision)
+        f = adapted_frequencies(tab, np.bincount(s[t == k], minlength=tab.size))
         out.append(tab.precision - np.log2(f.astype(np.float64)))
     return out
 

@@ -37,7 +37,8 @@ import numpy as np
 from .errors import BitstreamError
 
 __all__ = ["RansTable", "RansDecoder", "AdaptiveTables", "build_rans_tables", "rans_encode", "rans_decode",
-           "adaptive_bits", "symbol_bits", "lanes_for", "check_symbol_count", "RANS_L", "ADAPT_WEIGHT"]
+           "adaptive_bits", "adapted_frequencies", "symbol_bits", "lanes_for", "check_symbol_count", "RANS_L",
+           "ADAPT_WEIGHT"]
 
 RANS_L = 1 << 16  # lower bound of the normalised state interval
 MAX_PRECISION = 16
@@ -155,6 +156,19 @@ def _requantise(counts: np.ndarray, precision: int) -> np.ndarray:
     return f + 1
 
 
+def adapted_frequencies(table: RansTable, hist: np.ndarray, weight: int = ADAPT_WEIGHT) -> np.ndarray:
+    """An adapted table's frequencies once it has counted symbols of histogram ``hist`` (int ``[n]``):
+    the integer counts ``weight * freq_frozen + 2**precision * hist`` re-quantised by
+    :func:`_requantise` -> int64 ``[n]`` summing to ``2**precision``."""
+    counts = weight * table.freq.astype(np.int64) + (np.asarray(hist, np.int64) << table.precision)
+    return _requantise(counts, table.precision)
+
+
+def _adapt_step(n: int) -> int:
+    """Symbols until an adapted table that has counted ``n`` is rebuilt again."""
+    return min(max(ADAPT_FIRST, n // ADAPT_GROWTH), ADAPT_MAX_STEP)
+
+
 class AdaptiveTables:
     """Backward-adaptive versions of a list of frozen tables (one per context), deterministic.
 
@@ -185,7 +199,7 @@ class AdaptiveTables:
         self._weight = int(weight)
         K = len(self._frozen)
         self._lists: list[tuple[list, list] | None] = [None] * K
-        self._hist: list[np.ndarray | None] = [None] * K  # int64 counts, scaled by 2**precision
+        self._hist: list[np.ndarray | None] = [None] * K  # int64 histogram of the symbols counted
         self._pending: list[list[int]] = [[] for _ in range(K)]  # symbols since the last rebuild
         self._n = [0] * K  # symbols counted at the last rebuild
         self._left = [ADAPT_FIRST] * K  # symbols until the next rebuild
@@ -213,13 +227,13 @@ class AdaptiveTables:
         t = self._frozen[k]
         pend = self._pending[k]
         h = self._hist[k]
-        if h is None:  # first rebuild: the frozen table's share of the counts, scaled by 2**-precision
-            h = self._hist[k] = self._weight * t.freq.astype(np.int64)
-        h += np.bincount(pend, minlength=t.size) << t.precision
+        if h is None:
+            h = self._hist[k] = np.zeros(t.size, np.int64)
+        h += np.bincount(pend, minlength=t.size)
         n = self._n[k] = self._n[k] + len(pend)
         pend.clear()
-        self._left[k] = min(max(ADAPT_FIRST, n // ADAPT_GROWTH), ADAPT_MAX_STEP)
-        f = _requantise(h, t.precision)
+        self._left[k] = _adapt_step(n)
+        f = adapted_frequencies(t, h, self._weight)
         c = f.cumsum()
         self._lists[k] = (f.tolist(), [0] + c.tolist())
 
@@ -333,17 +347,17 @@ def _adaptive_steps(s: np.ndarray, tables, tid: np.ndarray, weight: int = ADAPT_
         sk = s[pos]
         t = tables[k]
         f, c = t.freq.astype(np.int64), t.cdf.astype(np.int64)
-        h = weight * f
+        hist = np.zeros(t.size, np.int64)
         lo, step = 0, ADAPT_FIRST
         while lo < sk.shape[0]:
             hi = min(lo + step, sk.shape[0])
             run, at = sk[lo:hi], pos[lo:hi]
             start[at], freq[at] = c[run], f[run]
             if hi - lo == step:  # the run reached a rebuild point: the table follows its counts
-                h = h + (np.bincount(run, minlength=t.size).astype(np.int64) << t.precision)
-                f = _requantise(h, t.precision)
+                hist += np.bincount(run, minlength=t.size)
+                f = adapted_frequencies(t, hist, weight)
                 c = np.concatenate([[0], f.cumsum()])
-                step = min(max(ADAPT_FIRST, hi // ADAPT_GROWTH), ADAPT_MAX_STEP)
+                step = _adapt_step(hi)
             lo = hi
     return start, freq
 
