@@ -83,20 +83,22 @@ def apply_loop_filter(img, classes, taps_q) -> np.ndarray:
     return np.clip(out, np.float32(0.0), np.float32(1.0))
 
 
-def _differences(y: np.ndarray, rows: tuple[int, int] | None = None, padded: np.ndarray | None = None) -> np.ndarray:
-    """Host float64 ``[h, W, 12]`` second differences of ``y`` along every offset pair, for the
-    rows ``[r0, r1)`` (default: all), a view of a ``[12, h, W]`` array (one contiguous plane per
-    offset). ``padded``: ``y`` edge-padded by ``RADIUS``, if made already."""
-    H, W = y.shape
+def _difference_planes(y: np.ndarray, padded: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Host float64 ``[12, r1 - r0, W]`` second differences of ``y`` along every offset pair, for the
+    rows ``[r0, r1)``, one contiguous plane per offset; ``padded`` is ``y`` edge-padded by ``RADIUS``."""
+    W = y.shape[1]
     R = RADIUS
-    r0, r1 = (0, H) if rows is None else rows
-    p = np.pad(y, R, mode="edge") if padded is None else padded
     out = np.empty((len(OFFSETS), r1 - r0, W))
     for k, (dy, dx) in enumerate(OFFSETS):
-        np.add(p[R + dy + r0:R + dy + r1, R + dx:R + dx + W], p[R - dy + r0:R - dy + r1, R - dx:R - dx + W],
-               out=out[k])
+        np.add(padded[R + dy + r0:R + dy + r1, R + dx:R + dx + W],
+               padded[R - dy + r0:R - dy + r1, R - dx:R - dx + W], out=out[k])
         out[k] -= 2.0 * y[r0:r1]
-    return np.moveaxis(out, 0, -1)
+    return out
+
+
+def _differences(y: np.ndarray) -> np.ndarray:
+    """Host float64 ``[H, W, 12]`` second differences of ``y`` along every offset pair."""
+    return np.moveaxis(_difference_planes(y, np.pad(y, RADIUS, mode="edge"), 0, y.shape[0]), 0, -1)
 
 
 def _pixel_weights(x: np.ndarray, tile: int, alpha: float) -> np.ndarray:
@@ -138,7 +140,7 @@ def _class_normal_equations(y: np.ndarray, e: np.ndarray, classes: np.ndarray, n
     G, h, n = np.zeros((n_classes, K, K)), np.zeros((n_classes, K)), np.zeros(n_classes, np.int64)
     for r0 in range(0, H, _STRIP_ROWS):
         r1 = min(r0 + _STRIP_ROWS, H)
-        F = np.moveaxis(_differences(y, (r0, r1), p), -1, 0).reshape(K, -1)  # [12, rows * W], no copy
+        F = _difference_planes(y, p, r0, r1).reshape(K, -1)  # [12, rows * W]
         cls, es = classes[r0:r1].reshape(-1), e[r0:r1].reshape(-1)
         for c in range(n_classes):
             idx = np.flatnonzero(cls == c)

@@ -119,7 +119,6 @@ def rdoq(c: np.ndarray, q: np.ndarray, step: float, lam: np.ndarray, bits: list[
                                                                              np.minimum(m, E)])
 
     lasts = resid._lasts(Q.reshape(by, bx, n)).reshape(-1)
-    rows = np.arange(Q.shape[0])
     prev = np.zeros(Q.shape[0], np.int64)
     for i in range(n - 1):  # pass 1
         m = Q[:, i]
@@ -136,10 +135,12 @@ def rdoq(c: np.ndarray, q: np.ndarray, step: float, lam: np.ndarray, bits: list[
     # pass 2: the cost of ending each block at position k (a non-zero level at or before its last)
     pos = np.arange(n)
     prevs = np.concatenate([np.zeros((Q.shape[0], 1), np.int64), Q[:, :-1]], axis=1)
-    body = np.where(pos[None, :] < lasts[:, None], mag[band[None, :], np.minimum(prevs, 2), np.minimum(Q, E)], 0.0) \
-        + extra(Q, neg)  # bits of each position coded before the last, with its sign and escape
+    sign_esc = extra(Q, neg)
+    # bits of each position coded before the last (its magnitude in context, its sign and escape)
+    body = np.where(pos[None, :] < lasts[:, None], mag[band[None, :], np.minimum(prevs, 2), np.minimum(Q, E)],
+                    0.0) + sign_esc
     cum_body = np.concatenate([np.zeros((Q.shape[0], 1)), np.cumsum(body, axis=1)[:, :-1]], axis=1)
-    end_bits = top[band[None, :], np.clip(Q - 1, 0, E - 1)] + extra(Q, neg)
+    end_bits = top[band[None, :], np.clip(Q - 1, 0, E - 1)] + sign_esc
     ctx = resid._last_ctx(lasts.reshape(by, bx)).reshape(-1)
     err = (C - Q * step) ** 2
     sse_kept = np.cumsum(err, axis=1)
@@ -149,6 +150,6 @@ def rdoq(c: np.ndarray, q: np.ndarray, step: float, lam: np.ndarray, bits: list[
     j_end = np.where(valid, j_end, np.inf)
     j_empty = np.sum(C * C, axis=1) + lam * last_bits[ctx, 0]
     best = np.argmin(j_end, axis=1)
-    new_last = np.where((lasts > 0) & (j_end[rows, best] < j_empty), best + 1, 0)
+    new_last = np.where((lasts > 0) & (j_end[np.arange(Q.shape[0]), best] < j_empty), best + 1, 0)
     Q = np.where(pos[None, :] < new_last[:, None], Q, 0)
     return (np.where(neg, -Q, Q)).reshape(by, bx, n)
