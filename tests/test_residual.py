@@ -200,7 +200,7 @@ def test_config_validates_the_residual_fields():
         with pytest.raises(ValueError):
             pc.CodecConfig(**bad)
     c = pc.CodecConfig(lambda_rd=0.2, transform_residual=True)
-    assert c.search_lambda == 1.0 and pc.CodecConfig(lambda_rd=0.2).search_lambda == 0.2
+    assert c.search_lambda == 0.6 and pc.CodecConfig(lambda_rd=0.2).search_lambda == 0.2
     assert c.replace(lambda_rd=1.5).search_lambda == 1.5
 
 

@@ -116,7 +116,7 @@ class CodecConfig:
     residual_step: float = 0.35
     residual_lapped: bool = True
     residual_rdoq: bool = True
-    residual_base_lambda: float = 1.0
+    residual_base_lambda: float = 0.6
     ai: Any = None
     dictionary: str = "standard"
     block_sizes: Any = None
