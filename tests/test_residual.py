@@ -71,6 +71,21 @@ def test_inverse_of_the_quantised_transform_is_within_the_step(delta, lapped):
     assert np.array_equal(R.quantise(R.forward(np.zeros((8, 8))), delta), np.zeros((1, 1, 64), np.int64))
 
 
+def test_quantiser_offset():
+    """Dead zone 0 rounds to the nearest level; a wider dead zone only moves levels toward zero,
+    by at most one, and keeps their signs."""
+    rng = np.random.default_rng(4)
+    c = rng.laplace(0, 0.1, (5, 6, 64))
+    delta = 0.037
+    near = R.quantise(c, delta, deadzone=0.0)
+    assert np.array_equal(near, np.round(c / delta).astype(np.int64))
+    for dz in (0.1, R.DEADZONE):
+        q = R.quantise(c, delta, deadzone=dz)
+        assert np.all(np.abs(q) <= np.abs(near)) and np.all(np.abs(near) - np.abs(q) <= 1)
+        assert np.all((q == 0) | (np.sign(q) == np.sign(c)))
+    assert np.array_equal(R.quantise(c, delta), R.quantise(c, delta, deadzone=R.DEADZONE))
+
+
 @pytest.mark.parametrize("scale", [0.3, 3.0, 40.0, 3000.0])
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_levels_round_trip_through_the_stream(scale, adaptive):
@@ -167,13 +182,13 @@ def _cost(c, q, step, lam, bits):
 
 
 def test_rdoq_only_lowers_levels_and_never_raises_the_cost():
-    from pc15jax._src.residual_rd import rdoq, table_bits
+    from pc15jax._src.residual_rd import RDOQ_DEADZONE, rdoq, table_bits
 
     rng = np.random.default_rng(5)
     step = 0.02
     for trial in range(40):
         c = rng.laplace(0, step * rng.uniform(0.3, 4.0), (1, 1, 64)) * np.exp(-np.arange(64) / 20)[None, None]
-        q = R.quantise(c, step)
+        q = R.quantise(c, step, RDOQ_DEADZONE if trial % 4 < 2 else R.DEADZONE)  # the codec's start, and 0.32
         bits = table_bits(q, adaptive=bool(trial % 2))
         lam = float(rng.uniform(0, 2e-4))
         out = rdoq(c, q, step, np.full((1, 1), lam), bits)

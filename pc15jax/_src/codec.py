@@ -32,7 +32,7 @@ from .decoder import (LayeredPlane, PlaneSymbols, _class_bits, _decoded_plane, _
 from .distortion import MAP_MSE_SHARE, pixel_distortion, region_sums
 from .loopfilter import NO_FILTER, fit_loop_filter, pack_filters
 from .pipeline import as_gray_float
-from .residual_rd import prune_residual
+from .residual_rd import RDOQ_DEADZONE, prune_residual
 from .score import RateModel
 from .search import SearchTables, dictionary_for, make_tables, search_atoms
 from .tiling import extract_tiles, tile_image
@@ -438,7 +438,7 @@ def _with_residual(cfg: CodecConfig, h: StreamHeader, originals, planes, filters
         code = resid.step_code(cfg.residual_step * np.sqrt(lam))  # at least 1 / STEP_UNIT (lambda 0)
         lapped = cfg.residual_lapped
         c = resid.forward(np.asarray(x, np.float64) - base, lapped)
-        q = resid.quantise(c, resid.step_of(code))
+        q = resid.quantise(c, resid.step_of(code), RDOQ_DEADZONE if cfg.residual_rdoq else resid.DEADZONE)
         q = prune_residual(x, base, q, resid.step_of(code), lam, cfg.alpha_mix, cfg.adaptive_coding, lapped,
                            coefs=c if cfg.residual_rdoq else None)
         if not q.any():

@@ -11,9 +11,14 @@ from ..bitstream import residual as resid
 from ..bitstream.rans import adapted_frequencies
 from .distortion import mixed_distortion, pixel_distortion, region_sums
 
-__all__ = ["prune_residual", "rdoq", "table_bits", "RDO_PASSES"]
+__all__ = ["prune_residual", "rdoq", "table_bits", "RDO_PASSES", "RDOQ_DEADZONE"]
 
 RDO_PASSES = 2
+# The dead zone RDOQ starts from (the quantiser's rounding offset 1/2 - 0.1): RDOQ decides which
+# small levels pay, so the quantiser rounds finer than the 0.32 it uses alone. Probed on
+# kodim01/05/07/12 (luma, blocks + residual, base lambda 0.6): 0.2 -1.12 % / -1.36 %, 0.1 -1.26 % /
+# -1.94 %, 0.0 -1.16 % / -1.69 % BD-rate on PSNR / SSIM against 0.32.
+RDOQ_DEADZONE = 0.1
 
 
 def prune_residual(x, base, q, step: float, lam: float, alpha: float, adaptive: bool = True,

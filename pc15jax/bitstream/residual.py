@@ -206,9 +206,10 @@ def forward(r: np.ndarray, lapped: bool = False) -> np.ndarray:
     return c.reshape(by, bx, N_COEF)[..., ZIGZAG]
 
 
-def quantise(c: np.ndarray, delta: float) -> np.ndarray:
-    """Dead-zone quantiser -> int64 levels, same shape, ``|q| <= MAX_LEVEL``."""
-    q = np.floor(np.abs(c) / delta + (0.5 - DEADZONE))
+def quantise(c: np.ndarray, delta: float, deadzone: float = DEADZONE) -> np.ndarray:
+    """Dead-zone quantiser (rounding offset ``1/2 - deadzone``; 0 rounds to nearest) -> int64 levels,
+    same shape, ``|q| <= MAX_LEVEL``. An encoder's choice: the decoder reads levels, not offsets."""
+    q = np.floor(np.abs(c) / delta + (0.5 - deadzone))
     return (np.sign(c) * np.minimum(q, MAX_LEVEL)).astype(np.int64)
 
 
