@@ -45,19 +45,21 @@ def prune_residual(x, base, q, step: float, lam: float, alpha: float, adaptive: 
     """
     by, bx = q.shape[:2]
     B = resid.BLOCK
-    e = (np.asarray(x, np.float64) - base) ** 2
+    xf = np.asarray(x, np.float64)
     dmix = pixel_distortion(x, base, alpha)
-    scale = dmix.sum() / max(e.sum(), 1e-12)
+    scale = dmix.sum() / max(((xf - base) ** 2).sum(), 1e-12)
     sums = lambda d: region_sums(d, B, by, bx).reshape(by, bx)  # noqa: E731
+    decoded = lambda q: np.clip(base + resid.inverse(q, step, base.shape, lapped),  # noqa: E731
+                                np.float32(0.0), np.float32(1.0))
     d0 = sums(mixed_distortion(x, base, alpha, scale, dmix))
     if coefs is not None and q.any():
-        y = np.clip(base + resid.inverse(q, step, base.shape, lapped), np.float32(0.0), np.float32(1.0))
-        w = (sums(mixed_distortion(x, y, alpha, scale)) + 1e-12) / (sums((np.asarray(x, np.float64) - y) ** 2) + 1e-12)
+        y = decoded(q)
+        w = (sums(mixed_distortion(x, y, alpha, scale)) + 1e-12) / (sums((xf - y) ** 2) + 1e-12)
         q = rdoq(coefs, q, step, lam / w, table_bits(q, adaptive))
     for _ in range(RDO_PASSES):
         if not q.any():
             break
-        y = np.clip(base + resid.inverse(q, step, base.shape, lapped), np.float32(0.0), np.float32(1.0))
+        y = decoded(q)
         d1 = sums(mixed_distortion(x, y, alpha, scale))
         bits = resid.block_bits(q, adaptive)
         # an empty block still codes its `last`: compare against the cost of that one symbol
